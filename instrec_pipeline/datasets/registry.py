@@ -1,0 +1,124 @@
+"""The datasets the pipeline knows: the embedded demo, the paper's two lists, and user manifests.
+
+User datasets are declared in a YAML file (``$INSTREC_DATASETS``, default ``instrec_datasets.yaml`` in
+the working directory) so adding one needs no code change::
+
+    datasets:
+      mydata:
+        manifest: /data/mydata/manifest.csv     # or .parquet; columns video_id, source, label[, split]
+        media_root: /data/mydata/media          # local sources are relative to it
+        classes: [cello, flute, piano]          # optional: default = the labels found, sorted
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from instrec_pipeline.datasets.manifest import Rejected, assign_splits, read_table, validate
+
+FCVID_CLASSES = (
+    "accordion", "cello", "chamberMusic", "flute", "guitar", "harmonica", "piano", "rockBand",
+    "saxophone", "symphonyOrchestra", "trumpet", "violin",
+)  # fmt: skip
+#: Class ids 0–12 of the YouTube-8M list, in that order.
+YT8M_CLASSES = (
+    "Guitar", "Piano", "Drums", "Violin", "Accordion", "Saxophone", "Flute", "Organ", "Cello", "Trumpet",
+    "Clarinet", "Harmonica", "Banjo",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest of all splits, with the rows left out and where local sources live."""
+
+    table: pd.DataFrame
+    rejected: list[Rejected]
+    classes: tuple[str, ...]
+    media_root: Path | None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    classes: tuple[str, ...]
+    #: Builds the raw table (columns video_id, source, label[, split]) given the store's dataset folder.
+    read: Callable[[Path], tuple[pd.DataFrame, Path | None]]
+
+
+def _list_path(name: str) -> Path:
+    return Path(str(resources.files("instrec_pipeline.datasets") / "lists" / name))
+
+
+def _read_fcvid(_: Path) -> tuple[pd.DataFrame, None]:
+    """FCVID list: ``./<classFolder>/<youtube id>``; the class comes from the folder, never the id column.
+
+    The numeric column disagrees with the 2017 code's own class-name list (one of its bugs).
+    """
+    raw = pd.read_csv(_list_path("fcvid_dataset.csv"), header=None, names=["path", "class_id"], dtype=str)
+    parts = raw["path"].str.split("/", expand=True)
+    folder, vid = parts[1], parts[2]
+    label = folder.str.replace("Performance", "", regex=False)
+    return pd.DataFrame({"video_id": vid, "source": "yt:" + vid, "label": label}), None
+
+
+def _read_yt8m(_: Path) -> tuple[pd.DataFrame, None]:
+    raw = pd.read_csv(_list_path("yt8m_dataset.csv"), header=None, names=["video_id", "class_id"], dtype=str)
+    label = raw["class_id"].astype(int).map(dict(enumerate(YT8M_CLASSES)))
+    return pd.DataFrame({"video_id": raw["video_id"], "source": "yt:" + raw["video_id"], "label": label}), None
+
+
+def _read_demo(dataset_dir: Path) -> tuple[pd.DataFrame, Path]:
+    from instrec_pipeline.datasets.demo import generate_demo
+
+    manifest = generate_demo(dataset_dir)
+    return read_table(manifest), manifest.parent
+
+
+def _user_reader(manifest: Path, media_root: Path | None) -> Callable[[Path], tuple[pd.DataFrame, Path | None]]:
+    def read(_: Path) -> tuple[pd.DataFrame, Path | None]:
+        return read_table(manifest), media_root or manifest.parent
+
+    return read
+
+
+def _user_specs() -> dict[str, DatasetSpec]:
+    path = Path(os.environ.get("INSTREC_DATASETS", "instrec_datasets.yaml"))
+    if not path.exists():
+        return {}
+    config = yaml.safe_load(path.read_text()) or {}
+    specs = {}
+    for name, entry in (config.get("datasets") or {}).items():
+        manifest = (path.parent / entry["manifest"]).resolve()
+        media_root = (path.parent / entry["media_root"]).resolve() if entry.get("media_root") else None
+        classes = entry.get("classes") or sorted(set(read_table(manifest)["label"].dropna()))
+        specs[name] = DatasetSpec(name, tuple(classes), _user_reader(manifest, media_root))
+    return specs
+
+
+@cache
+def datasets() -> dict[str, DatasetSpec]:
+    """All known datasets, by partition name (the built-ins first)."""
+    from instrec_pipeline.datasets.demo import DEMO_CLASSES
+
+    builtin = {
+        "demo": DatasetSpec("demo", tuple(DEMO_CLASSES), _read_demo),
+        "fcvid": DatasetSpec("fcvid", FCVID_CLASSES, _read_fcvid),
+        "yt8m": DatasetSpec("yt8m", YT8M_CLASSES, _read_yt8m),
+    }
+    return {**builtin, **_user_specs()}
+
+
+def load_manifest(name: str, dataset_dir: Path, seed: int = 0) -> Manifest:
+    """Read, validate and split one dataset's manifest (all splits)."""
+    spec = datasets()[name]
+    raw, media_root = spec.read(dataset_dir)
+    table, rejected = validate(raw, list(spec.classes))
+    return Manifest(assign_splits(table, seed=seed), rejected, spec.classes, media_root)

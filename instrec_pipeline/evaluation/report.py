@@ -1,0 +1,215 @@
+"""Evaluation report of all models on one dataset: a summary table beside the paper's numbers, per-class
+tables, confusion matrices, training curves and t-SNE plots.
+
+Everything lands in one directory (CSV + PNG for tools, ``report.md`` for people) and the markdown inlines
+the images as ``data:`` URIs, so the Dagster asset can hand it to ``MetadataValue.md`` and the UI shows the
+figures without serving files.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from instrec_pipeline.evaluation.metrics import Scores, confusion, per_class_table, score
+from instrec_pipeline.evaluation.paper import normalise_dataset, paper_row
+from instrec_pipeline.evaluation.plots import confusion_png, curves_png, tsne_png
+
+DASH = "—"
+
+
+@dataclass
+class ModelResult:
+    """One model's test-split output: true ids, class scores (n, C) and optional curves / embeddings."""
+
+    key: str
+    title: str
+    y_true: np.ndarray
+    probs: np.ndarray
+    history: dict[str, list[float]] | None = None
+    features: np.ndarray | None = None
+
+
+@dataclass
+class Report:
+    """What build_report produced.
+
+    ``summary`` holds fractions in [0, 1] for our scores *and* the paper's (paper values / 100, NaN where the
+    paper has none), so columns can be compared directly; only the markdown shows percentages.
+    ``files`` maps file name -> path of everything written.
+    """
+
+    summary: pd.DataFrame
+    markdown: str
+    files: dict[str, Path]
+    scores: dict[str, Scores] = field(default_factory=dict)
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    """Write via a temp file in the same directory + os.replace, so a crash never leaves a half-written file
+    that a later run (or the Dagster UI) would read as valid."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs should be readable like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _safe(key: str) -> str:
+    """Model keys become file names; keep them to a portable character set."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) or "model"
+
+
+def _md_cell(text: object) -> str:
+    """Escape pipes and newlines, which would break a markdown table row."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _pct(x: float | None) -> str:
+    return DASH if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100.0 * x:.2f}"
+
+
+def _paper_pct(x: float | None) -> str:
+    """Paper numbers are already percentages; printed as written to avoid float round-off."""
+    return DASH if x is None else f"{x:.2f}"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: Sequence[str]) -> str:
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in header) + " |",
+        "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def build_report(dataset: str, class_names: list[str], results: list[ModelResult], out_dir: Path) -> Report:
+    """Score every model, write CSV/PNG/markdown into out_dir and return them.
+
+    Writes ``report.md``, ``summary.csv`` and per model ``per_class_<key>.csv``, ``confusion_<key>.png``,
+    ``curves_<key>.png`` (if history) and ``tsne_<key>.png`` (if features). Files of models not in
+    ``results`` that a previous run left in out_dir are not touched.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_classes = len(class_names)
+    if n_classes < 1:
+        raise ValueError("class_names is empty")
+    keys = [r.key for r in results]
+    if len(set(map(_safe, keys))) != len(keys):
+        raise ValueError(f"model keys must be unique (also as file names): {keys}")
+
+    chance1, chance3 = 1.0 / n_classes, min(3, n_classes) / n_classes
+    ds_name = normalise_dataset(dataset) or dataset
+    files: dict[str, Path] = {}
+    all_scores: dict[str, Scores] = {}
+    summary_rows: list[dict[str, object]] = []
+    sections: list[str] = []
+
+    def write(name: str, data: bytes) -> None:
+        files[name] = _atomic_write(out_dir / name, data)
+
+    for r in results:
+        probs = np.asarray(r.probs)
+        if probs.ndim != 2 or probs.shape[1] != n_classes:
+            raise ValueError(f"{r.key}: probs shape {probs.shape} does not match {n_classes} classes")
+        s = score(r.y_true, probs)
+        all_scores[r.key] = s
+        p = paper_row(r.key, dataset)
+        summary_rows.append(
+            {
+                "model": r.key,
+                "title": r.title,
+                "hit1": s.hit1,
+                "hit3": s.hit3,
+                "f1_macro": s.f1_macro,
+                "f1_weighted": s.f1_weighted,
+                "n": s.n,
+                "paper_hit1": p.hit1 / 100.0 if p else np.nan,
+                "paper_hit3": p.hit3 / 100.0 if p else np.nan,
+                "paper_f1": p.f1 / 100.0 if p else np.nan,
+                "paper_model": p.model if p else "",
+                "chance_hit1": chance1,
+                "chance_hit3": chance3,
+            }
+        )
+
+        fk = _safe(r.key)
+        table = per_class_table(r.y_true, probs, class_names)
+        write(f"per_class_{fk}.csv", table.to_csv().encode())
+        images: list[str] = []
+        cm_png = confusion_png(confusion(r.y_true, probs, n_classes), class_names, f"{r.title} — {ds_name}")
+        write(f"confusion_{fk}.png", cm_png)
+        images.append(_img(cm_png, f"confusion {r.key}"))
+        if r.history:
+            png = curves_png(r.history, f"{r.title} — training")
+            write(f"curves_{fk}.png", png)
+            images.append(_img(png, f"curves {r.key}"))
+        if r.features is not None:
+            feats = np.asarray(r.features)
+            if feats.shape[0] != s.n:
+                raise ValueError(f"{r.key}: {feats.shape[0]} feature rows but {s.n} labels")
+            png = tsne_png(feats, np.asarray(r.y_true), class_names, f"{r.title} — t-SNE")
+            write(f"tsne_{fk}.png", png)
+            images.append(_img(png, f"t-SNE {r.key}"))
+
+        per_class_md = _md_table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[row["class"], _pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]), int(row["support"])]
+             for row in table.to_dict("records")],
+            ["l", "r", "r", "r", "r"],
+        )
+        sections.append(
+            f"## {_md_cell(r.title)} (`{r.key}`)\n\n"
+            f"Hit@1 {_pct(s.hit1)} · Hit@3 {_pct(s.hit3)} · F1 macro {_pct(s.f1_macro)} · "
+            f"F1 weighted {_pct(s.f1_weighted)} · n = {s.n}\n\n"
+            f"{per_class_md}\n\n" + "\n\n".join(images)
+        )
+
+    summary = pd.DataFrame(
+        summary_rows,
+        columns=["model", "title", "hit1", "hit3", "f1_macro", "f1_weighted", "n", "paper_hit1", "paper_hit3",
+                 "paper_f1", "paper_model", "chance_hit1", "chance_hit3"],
+    )
+    write("summary.csv", summary.to_csv(index=False).encode())
+
+    rows: list[list[object]] = []
+    for r, row in zip(results, summary_rows, strict=True):
+        s, p = all_scores[r.key], paper_row(r.key, dataset)
+        rows.append([
+            f"{r.title} (`{r.key}`)", s.n, _pct(s.hit1), _pct(s.hit3), _pct(s.f1_macro), _pct(s.f1_weighted),
+            _paper_pct(p.hit1 if p else None), _paper_pct(p.hit3 if p else None),
+            _paper_pct(p.f1 if p else None), row["paper_model"] or DASH,
+        ])
+    rows.append(["chance (1/C, 3/C)", DASH, _pct(chance1), _pct(chance3), DASH, DASH, DASH, DASH, DASH, DASH])
+    summary_md = _md_table(
+        ["model", "n", "Hit@1", "Hit@3", "F1 macro", "F1 weighted", "paper Hit@1", "paper Hit@3", "paper F1",
+         "paper model"],
+        rows,
+        ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
+    )
+    markdown = (
+        f"# Instrument recognition — {_md_cell(ds_name)}\n\n"
+        f"{n_classes} classes, clip level, scores in %. Paper: Slizovskaia, Gómez, Haro, ICMR 2017 "
+        f"(it does not say which F1 average it reports; {DASH} = no comparable number).\n\n"
+        f"## Summary\n\n{summary_md}\n\n" + "\n\n".join(sections) + "\n"
+    )
+    write("report.md", markdown.encode("utf-8"))
+    return Report(summary=summary, markdown=markdown, files=files, scores=all_scores)

@@ -1,0 +1,144 @@
+"""Inception v3 penultimate-layer (2048-d) frame embeddings with torchvision.
+
+The model runs in eval mode (the 2017 code extracted with dropout and batch norm in training mode), its
+classifier replaced by an identity so the output is the pooled 2048-d feature. Frames of many videos go
+through in fixed-size batches; on CUDA the model is channels-last under bf16 autocast.
+
+Weights: torchvision's ImageNet weights when they can be loaded (the hub cache or a download), a local
+weights file when given, random initialisation only when asked for (``"random"``) or, with ``"auto"``,
+when ImageNet weights cannot be had — and the choice is returned so it is recorded in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models import Inception_V3_Weights, inception_v3
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 2048
+#: ImageNet statistics torchvision's Inception weights expect (``transform_input`` then maps them to the
+#: original Google normalisation).
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """Which weights the embedder really uses; goes into the store's attributes and Dagster metadata."""
+
+    kind: str  # "imagenet" | "file" | "random"
+    source: str  # torchvision enum name, file path or "random init"
+    digest: str  # identifies the weights, so a change re-extracts
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; anything else is taken literally (``cpu``, ``cuda:1``)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _imagenet_state_dict() -> dict[str, torch.Tensor]:
+    weights = Inception_V3_Weights.IMAGENET1K_V1
+    return weights.get_state_dict(progress=False, check_hash=True)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def load_inception(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, LoadedWeights]:
+    """Build Inception v3 with its classifier removed; ``weights`` is auto | imagenet | random | a path."""
+    model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    if weights in ("auto", "imagenet"):
+        try:
+            model.load_state_dict(_imagenet_state_dict())
+            loaded = LoadedWeights("imagenet", Inception_V3_Weights.IMAGENET1K_V1.url, "imagenet1k_v1")
+        except Exception as exc:  # no network, no cache: only "auto" may fall back
+            if weights == "imagenet":
+                raise RuntimeError(f"ImageNet weights for Inception v3 could not be loaded: {exc}") from exc
+            log.warning("ImageNet weights unavailable (%s); using random init (seed %d)", exc, seed)
+            weights = "random"
+    if weights == "random":
+        torch.manual_seed(seed)
+        model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=True)
+        loaded = LoadedWeights("random", f"random init (seed {seed})", f"random-{seed}")
+    elif weights not in ("auto", "imagenet"):
+        path = Path(os.path.expanduser(weights))
+        if not path.is_file():
+            raise FileNotFoundError(f"Inception v3 weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        loaded = LoadedWeights("file", str(path), _file_digest(path))
+    model.fc = nn.Identity()
+    model.AuxLogits = None
+    model.aux_logits = False
+    return model.eval(), loaded
+
+
+class FrameEmbedder:
+    """Batched frame → 2048-d embedding, on the GPU when there is one."""
+
+    def __init__(self, weights: str = "auto", device: str = "auto", batch_size: int = 64) -> None:
+        self.device = resolve_device(device)
+        model, self.weights = load_inception(weights)
+        self.batch_size = batch_size
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.to(self.device)
+        self._mean = torch.tensor(_MEAN, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1) * 255
+
+    def _prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC → normalised float NCHW on the device (the uint8 copy is 4× cheaper to move)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    @torch.inference_mode()
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """(n, H, W, 3) uint8 RGB → (n, 2048) float32."""
+        out = [self._embed_batch(frames[i : i + self.batch_size]) for i in range(0, len(frames), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+    def _embed_batch(self, frames: np.ndarray) -> np.ndarray:
+        x = self._prepare(frames)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            y = self.model(x)
+        return y.float().cpu().numpy()
+
+    def embed_videos(self, videos: Iterator[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
+        """Embed frames of many videos in shared batches, so short videos still fill the GPU."""
+        pending: list[tuple[str, np.ndarray]] = []
+        pending_rows = 0
+        for vid, frames in videos:
+            pending.append((vid, frames))
+            pending_rows += len(frames)
+            if pending_rows >= self.batch_size:
+                yield from self._flush(pending)
+                pending, pending_rows = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
+        if not pending:
+            return
+        emb = self.embed(np.concatenate([f for _, f in pending]))
+        bounds = np.cumsum([0] + [len(f) for _, f in pending])
+        for (vid, _), a, b in zip(pending, bounds[:-1], bounds[1:], strict=True):
+            yield vid, emb[a:b]

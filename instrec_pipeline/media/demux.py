@@ -1,0 +1,314 @@
+"""Decode a video into frames sampled at fixed instants and mono audio at the model's sample rates.
+
+One ffmpeg process per video does everything (decoding twice would double the dominant cost):
+
+* frames: ``setpts → tpad → fps → scale → rgb24 → crop``, written to stdout as raw rgb24 and read in
+  fixed-size chunks, so memory is bounded by the batch size whatever the video's length;
+* audio: ``pan`` (average of all channels) ``→ asplit →`` one ``aresample`` (soxr) per rate, each written as
+  f32le to a private temporary directory (audio is tiny next to frames), read back, then deleted.
+
+**Frame instants.** Frame ``i`` is the picture on screen at ``t_i = (i + 0.5) / fps`` seconds after the
+first video frame, i.e. the last frame whose timestamp is ``<= t_i`` (this is what a player shows, and it
+is well defined for variable frame rates). Sampling mid-period rather than at ``i / fps`` avoids the first,
+often black or blurred, frame and keeps every instant strictly inside the video. The instants are those
+with ``t_i < duration``, so the count is ``expected_frame_count(duration, fps) = ceil(duration·fps − 0.5)``
+(at least 1). It is implemented with ffmpeg's ``fps`` filter rounding *up* on timestamps shifted by
+``−0.5/fps``: output ``n`` is then the last input frame with ``ceil(fps·t − 0.5) <= n``, i.e. ``t <= t_n``.
+``tpad`` clones the last frame for one extra period so ffmpeg's end-of-stream rule never drops the final
+instant (nor the only one, for a video shorter than half a period); surplus frames are discarded.
+If the video stream ends before the container's duration (longer audio), the remaining instants repeat the
+last frame — again what a player shows — and :attr:`Demuxed.padded` says how many.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+import ffmpeg
+import numpy as np
+
+from instrec_pipeline.media.errors import MediaError
+from instrec_pipeline.media.probe import MediaInfo, _probe, _Probed, ffmpeg_path, last_line
+
+__all__ = ["DemuxParams", "Demuxed", "demux", "iter_frames", "expected_frame_count", "frame_instants"]
+
+log = logging.getLogger(__name__)
+
+_GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
+# swscale: exact rounding and full-resolution chroma so colours survive the YUV → RGB conversion.
+_SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
+
+
+@dataclass(frozen=True)
+class DemuxParams:
+    """How to sample and shape a video.
+
+    ``resize`` is the length the shorter (displayed) side is scaled to, keeping the aspect ratio; then a
+    centred ``crop``×``crop`` square is cut (paper: 256 → 224; Inception's native input: 342 → 299).
+    """
+
+    fps: float = 1.0
+    resize: int = 256
+    crop: int = 224
+    sample_rates: tuple[int, ...] = (12000, 22050)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}")
+        if any(int(r) != r or r <= 0 for r in self.sample_rates):
+            raise ValueError(f"sample rates must be positive integers, got {self.sample_rates}")
+
+
+@dataclass
+class Demuxed:
+    """Everything downstream needs from one video.
+
+    ``frames``: ``(n, crop, crop, 3)`` uint8 RGB, ``n == expected_frame_count(info.duration, fps)``
+    (0 when there is no video stream). ``audio``: sample rate → float32 mono in [-1, 1] (empty without an
+    audio stream). ``frame_times``: float64 seconds, see :func:`frame_instants`. ``padded``: trailing frames
+    that repeat the last decoded one because the video stream ended before the container did.
+    """
+
+    frames: np.ndarray
+    audio: dict[int, np.ndarray]
+    frame_times: np.ndarray
+    info: MediaInfo
+    padded: int = 0
+
+
+def expected_frame_count(duration: float, fps: float = 1.0) -> int:
+    """Number of instants ``t_i = (i + 0.5) / fps`` (i = 0, 1, …) with ``t_i < duration``, but at least 1.
+
+    That is ``max(1, ceil(duration·fps − 0.5))``: 3.0 s → 3, 7.4 s → 7, 7.6 s → 8, 0.3 s → 1 at 1 fps.
+    A 1e-9 tolerance keeps float noise in a probed duration (7.5000000001) from adding an instant that
+    sits exactly on the end. Non-positive durations give 0.
+    """
+    if not duration > 0:
+        return 0
+    return max(1, math.ceil(duration * fps - 0.5 - 1e-9))
+
+
+def frame_instants(duration: float, fps: float = 1.0) -> np.ndarray:
+    """The sampling instants in seconds, ``(i + 0.5) / fps``, clamped to ``duration`` (which only matters
+    for the single frame of a video shorter than half a period: it is then the video's last frame)."""
+    n = expected_frame_count(duration, fps)
+    return np.minimum((np.arange(n, dtype=np.float64) + 0.5) / fps, duration)
+
+
+def _rate(fps: float) -> Fraction:
+    # ffmpeg takes frame rates as rationals; 30000/1001-style rates and 1/3 fps stay exact.
+    return Fraction(fps).limit_denominator(1_000_000)
+
+
+def _video_chain(stream: ffmpeg.nodes.FilterableStream, params: DemuxParams) -> ffmpeg.nodes.FilterableStream:
+    rate = _rate(params.fps)
+    half_period = f"{rate.denominator}/(2*{rate.numerator})"
+    r, c = params.resize, params.crop
+    # Display width is iw*sar (anamorphic sources); the shorter displayed side becomes exactly `resize`.
+    portrait = "lt(iw*sar,ih)"
+    return (
+        stream.filter("setpts", f"PTS-STARTPTS-{half_period}/TB")
+        .filter("tpad", stop_mode="clone", stop_duration=repr(float(1 / rate)))
+        .filter("fps", fps=f"{rate.numerator}/{rate.denominator}", round="up")
+        .filter(
+            "scale",
+            w=f"if({portrait},{r},max({r},round({r}*iw*sar/ih)))",
+            h=f"if({portrait},max({r},round({r}*ih/(iw*sar))),{r})",
+            flags=_SWS_FLAGS,
+        )
+        .filter("format", "rgb24")  # convert in the scaler, then crop exactly in RGB
+        .filter("crop", c, c)  # x, y default to the centre
+        .filter("setsar", 1)
+    )
+
+
+def _mono(stream: ffmpeg.nodes.FilterableStream, channels: int) -> ffmpeg.nodes.FilterableStream:
+    # `<` makes pan renormalise the gains to sum to 1: the plain average of all channels (stereo: (L+R)/2;
+    # 5.1: all six, LFE included, equally). `-ac 1` would apply swresample's downmix matrix instead, which
+    # weights centre/surround channels and drops LFE.
+    terms = "+".join(f"c{i}" for i in range(max(1, channels)))
+    return stream.filter("pan", f"mono|c0<{terms}")
+
+
+def _drain_stderr(pipe: IO[bytes], sink: deque[str]) -> None:
+    # A separate reader so a chatty ffmpeg can never block on a full stderr pipe while we read stdout.
+    for raw in iter(pipe.readline, b""):
+        line = raw.decode("utf-8", errors="replace").strip()
+        if line:
+            sink.append(line)
+
+
+def _read_batches(pipe: IO[bytes], shape: tuple[int, int, int], batch: int) -> Iterator[np.ndarray]:
+    """Fixed-size reads straight into numpy buffers: memory is one batch, whatever the video's length."""
+    frame_bytes = math.prod(shape)
+    while True:
+        buf = np.empty((batch, *shape), dtype=np.uint8)
+        view = memoryview(buf).cast("B")
+        got = 0
+        while got < len(view):
+            n = pipe.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        k = got // frame_bytes
+        if k:
+            yield buf[:k] if k == batch else buf[:k].copy()
+        if got < len(view):
+            return
+
+
+class _Job:
+    """One ffmpeg run over one file; ``batches()`` streams frames, and once it is exhausted ``audio`` and
+    ``padded`` are filled in."""
+
+    def __init__(self, path: Path, params: DemuxParams, *, with_audio: bool) -> None:
+        self.path = Path(path)
+        self.params = params
+        self.probed: _Probed = _probe(self.path)
+        info = self.probed.info
+        self.expected = expected_frame_count(info.duration, params.fps) if info.has_video else 0
+        self.rates = sorted(set(int(r) for r in params.sample_rates)) if with_audio and info.has_audio else []
+        self.audio: dict[int, np.ndarray] = {}
+        self.padded = 0
+
+    def _error(self, reason: str) -> MediaError:
+        return MediaError(reason, self.path.name)
+
+    def _command(self, tmp: Path) -> tuple[list[str], dict[int, Path]]:
+        p, info = self.probed, self.probed.info
+        inp = ffmpeg.input(ffmpeg_path(self.path))
+        outputs = []
+        if self.expected:
+            video = _video_chain(inp[str(p.video_index)], self.params)
+            outputs.append(
+                ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+            )
+        files: dict[int, Path] = {}
+        if self.rates:
+            mono = _mono(inp[str(p.audio_index)], info.channels or 1)
+            branches = (
+                [mono] if len(self.rates) == 1 else mono.filter_multi_output("asplit", len(self.rates))
+            )
+            for i, rate in enumerate(self.rates):
+                files[rate] = tmp / f"audio_{rate}.f32"
+                resampled = branches[i].filter("aresample", rate, resampler="soxr")
+                outputs.append(
+                    ffmpeg.output(resampled, ffmpeg_path(files[rate]), format="f32le", acodec="pcm_f32le")
+                )
+        args = ffmpeg.merge_outputs(*outputs).compile()
+        return [args[0], *_GLOBAL_ARGS, *args[1:]], files
+
+    def batches(self, batch: int = 64) -> Iterator[np.ndarray]:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        if not self.expected and not self.rates:
+            return
+        c = self.params.crop
+        with tempfile.TemporaryDirectory(prefix="instrec-demux-") as tmpdir:
+            args, files = self._command(Path(tmpdir))
+            try:
+                proc = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+            except OSError as exc:
+                raise self._error(f"cannot run ffmpeg: {exc}") from exc
+            stderr: deque[str] = deque(maxlen=50)
+            reader = threading.Thread(target=_drain_stderr, args=(proc.stderr, stderr), daemon=True)
+            reader.start()
+            emitted, last, stopped_early = 0, None, False
+            try:
+                for arr in _read_batches(proc.stdout, (c, c, 3), batch):
+                    take = min(len(arr), self.expected - emitted)
+                    if take > 0:
+                        last = arr[take - 1].copy()
+                        yield arr[:take]
+                        emitted += take
+                    if emitted >= self.expected and not files:
+                        stopped_early = True  # all frames in hand and no audio to wait for
+                        break
+                if stopped_early:
+                    proc.kill()
+                proc.wait()
+                reader.join(timeout=5)
+                self._check(proc.returncode, stopped_early, emitted, list(stderr))
+                if emitted < self.expected:
+                    if last is None:
+                        raise self._error(f"no video frame could be decoded: {last_line(list(stderr))}")
+                    self.padded = self.expected - emitted
+                    log.info("%s: video stream ends early, repeating its last frame %d times",
+                             self.path.name, self.padded)
+                    while emitted < self.expected:
+                        k = min(batch, self.expected - emitted)
+                        yield np.repeat(last[None], k, axis=0)
+                        emitted += k
+                self.audio = {
+                    rate: np.clip(np.fromfile(f, dtype="<f4").astype(np.float32, copy=False), -1.0, 1.0)
+                    for rate, f in files.items()
+                }
+            finally:
+                if proc.poll() is None:  # consumer stopped early or an exception: don't leave ffmpeg behind
+                    proc.kill()
+                    proc.wait()
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
+
+    def _check(self, returncode: int, stopped_early: bool, emitted: int, stderr: list[str]) -> None:
+        if stopped_early:
+            return
+        message = last_line(stderr)
+        if returncode != 0:
+            raise self._error(f"ffmpeg failed (exit {returncode}): {message}")
+        if any("partial file" in line for line in stderr):
+            raise self._error(f"truncated file: {message}")
+        shortfall = self.expected - emitted
+        if stderr and shortfall > max(1, self.expected // 10):
+            raise self._error(f"decoded only {emitted} of {self.expected} frames: {message}")
+
+
+def demux(path: Path, params: DemuxParams = DemuxParams()) -> Demuxed:  # noqa: B008 (frozen, immutable)
+    """Frames at the instants ``(i + 0.5) / fps`` and mono audio at each rate, in one ffmpeg pass.
+
+    Raises :class:`MediaError` for anything that is not a decodable audio/video file.
+    """
+    job = _Job(path, params, with_audio=True)
+    c = params.crop
+    frames = np.empty((job.expected, c, c, 3), dtype=np.uint8)
+    n = 0
+    for arr in job.batches():
+        frames[n : n + len(arr)] = arr
+        n += len(arr)
+    info = job.probed.info
+    return Demuxed(
+        frames=frames,
+        audio=job.audio,
+        frame_times=frame_instants(info.duration, params.fps) if job.expected else np.zeros(0),
+        info=info,
+        padded=job.padded,
+    )
+
+
+def iter_frames(
+    path: Path,
+    params: DemuxParams = DemuxParams(),  # noqa: B008 (frozen, immutable)
+    batch: int = 64,
+) -> Iterator[np.ndarray]:
+    """Stream the same frames as :func:`demux` in ``(≤batch, crop, crop, 3)`` arrays, without audio.
+
+    Memory stays at about one batch however long the video; the file is probed on the first ``next()``
+    (a :class:`MediaError` surfaces there). Closing the iterator early kills ffmpeg.
+    """
+    yield from _Job(path, params, with_audio=False).batches(batch)
+

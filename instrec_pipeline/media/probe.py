@@ -1,0 +1,163 @@
+"""ffprobe a media file into a small, typed summary.
+
+Demux needs to know, before it builds its ffmpeg graph, which streams exist (a graph naming a missing audio
+stream fails), how many audio channels to average, and the duration that fixes the frame count. Probing
+first also turns most broken inputs (missing, empty, random bytes, moov-less truncated mp4, still images)
+into a clear :class:`MediaError` before any decoding work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from instrec_pipeline.media.errors import MediaError
+
+__all__ = ["MediaError", "MediaInfo", "probe", "ffmpeg_path", "last_line"]
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the pipeline needs to know about a file.
+
+    ``duration`` is the container's duration in seconds (the longest stream), the quantity that fixes the
+    number of frames demux returns. ``width``/``height`` are as displayed: swapped when the stream carries a
+    ±90° rotation (phones record portrait this way), since ffmpeg auto-rotates when decoding.
+    Cover art (``attached_pic``) in audio files does not count as video.
+    """
+
+    duration: float
+    has_video: bool
+    has_audio: bool
+    width: int | None
+    height: int | None
+    sample_rate: int | None
+    channels: int | None
+    video_codec: str | None
+    audio_codec: str | None
+
+
+@dataclass(frozen=True)
+class _Probed:
+    info: MediaInfo
+    video_index: int | None  # absolute stream index, so ffmpeg picks the same stream we described
+    audio_index: int | None
+
+
+def ffmpeg_path(path: Path) -> str:
+    """Name ``path`` for ffmpeg/ffprobe unambiguously.
+
+    The ``file:`` protocol prefix on an absolute path stops ffmpeg reading names such as ``-x.mp4`` as
+    options or ``http:x.mp4``/``a|b.mp4`` as other protocols; no shell is ever involved.
+    """
+    return "file:" + str(Path(path).absolute())
+
+
+def last_line(stderr: bytes | str | list[str] | None) -> str:
+    """The last non-empty line of ffmpeg's stderr (bytes, text or lines): usually the actual error."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", errors="replace")
+    if isinstance(stderr, list):
+        stderr = "\n".join(stderr)
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    """Rotation in degrees from the display matrix side data (ffprobe ≥ 5) or the legacy ``rotate`` tag."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return _int(side["rotation"]) or 0
+    return _int((stream.get("tags") or {}).get("rotate")) or 0
+
+
+def _probe(path: Path) -> _Probed:
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise MediaError("file not found", name)
+    if not path.is_file():
+        raise MediaError("not a regular file", name)
+    if path.stat().st_size == 0:
+        raise MediaError("empty file", name)
+    try:
+        data = ffmpeg.probe(ffmpeg_path(path), v="error")
+    except ffmpeg.Error as exc:
+        raise MediaError(f"ffprobe failed: {last_line(exc.stderr)}", name) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MediaError(f"ffprobe output unreadable: {exc}", name) from exc
+    except OSError as exc:  # ffprobe missing or not executable
+        raise MediaError(f"cannot run ffprobe: {exc}", name) from exc
+
+    streams: list[dict[str, Any]] = data.get("streams") or []
+    fmt: dict[str, Any] = data.get("format") or {}
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video"
+            and not (s.get("disposition") or {}).get("attached_pic")
+            and _int(s.get("width"))
+        ),
+        None,
+    )
+    audio = next((s for s in streams if s.get("codec_type") == "audio" and _int(s.get("channels"))), None)
+    if video is None and audio is None:
+        raise MediaError(f"no audio or video stream (format {fmt.get('format_name', '?')})", name)
+
+    duration = _float(fmt.get("duration"))
+    if duration is None:
+        durations = [_float(s.get("duration")) for s in (video, audio) if s is not None]
+        duration = max((d for d in durations if d is not None), default=None)
+    if duration is None:
+        raise MediaError(f"unknown duration (still image? format {fmt.get('format_name', '?')})", name)
+    if duration <= 0:
+        raise MediaError(f"zero duration ({duration})", name)
+
+    width = height = None
+    if video is not None:
+        width, height = _int(video.get("width")), _int(video.get("height"))
+        if _rotation(video) % 180 == 90:
+            width, height = height, width
+    info = MediaInfo(
+        duration=duration,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        width=width,
+        height=height,
+        sample_rate=_int(audio.get("sample_rate")) if audio else None,
+        channels=_int(audio.get("channels")) if audio else None,
+        video_codec=video.get("codec_name") if video else None,
+        audio_codec=audio.get("codec_name") if audio else None,
+    )
+    return _Probed(
+        info=info,
+        video_index=_int(video.get("index")) if video else None,
+        audio_index=_int(audio.get("index")) if audio else None,
+    )
+
+
+def probe(path: Path) -> MediaInfo:
+    """Describe ``path``; raise :class:`MediaError` for missing, empty, corrupt, non-media or zero-length
+    files, so a bad download is reported once, here, rather than as an obscure decode failure later."""
+    return _probe(path).info

@@ -1,0 +1,51 @@
+"""Configurable resources: what a deployment changes from the launchpad without touching code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from instrec_pipeline.layout import Layout, default_root
+from instrec_pipeline.media.demux import DemuxParams
+
+
+class StoreResource(ConfigurableResource):
+    """The store root: a local folder (default ``$INSTREC_HOME`` or ``./data``)."""
+
+    root: str = Field(default="", description="Store root folder; empty = $INSTREC_HOME or ./data")
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(Path(self.root).expanduser().resolve() if self.root else default_root())
+
+
+class ComputeResource(ConfigurableResource):
+    """Where and how wide the heavy work runs."""
+
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 …")
+    batch_size: int = Field(default=64, description="Frames per Inception batch")
+    workers: int = Field(default=2, description="Parallel per-video workers (ffmpeg processes, fetches)")
+
+
+class MediaResource(ConfigurableResource):
+    """Fetching and demuxing settings shared by every dataset."""
+
+    retries: int = Field(default=3, description="Attempts per download, with exponential backoff")
+    timeout_s: float = Field(default=60.0, description="Network timeout per download attempt")
+
+
+class ExtractionResource(ConfigurableResource):
+    """Extraction parameters; changing one re-extracts the affected features (and their data version)."""
+
+    fps: float = Field(default=1.0, description="Frames sampled per second of video")
+    resize: int = Field(default=256, description="Shorter side before the centre crop")
+    crop: int = Field(default=224, description="Centre-crop size (224 as the paper, 299 Inception's own)")
+    inception_weights: str = Field(
+        default="auto", description="auto | imagenet | random | path to a state-dict file"
+    )
+    seed: int = Field(default=0, description="Seed for splits and random initialisation")
+
+    def demux_params(self, sample_rates: tuple[int, ...]) -> DemuxParams:
+        return DemuxParams(fps=self.fps, resize=self.resize, crop=self.crop, sample_rates=sample_rates)

@@ -1,0 +1,179 @@
+"""Shapes, parameter budgets, modality dropping and train/eval behaviour of ``instrec_pipeline.models``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from instrec_pipeline.models import (
+    AUDIO_INPUTS,
+    AUDIO_MODELS,
+    AudioInput,
+    ChoiNet,
+    FrameClassifier,
+    HanNet,
+    LateFusionNet,
+    XceptionAudio,
+)
+
+N_CLASSES = 12  # FCVID, the count the paper's parameter budgets are quoted for
+UC_FRAMES = 137  # a 2.912 s segment at Choi's 12 kHz / hop 256
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "paper"), [("han", 1.5e6), ("choi", 2.4e6), ("xception", 9.6e6)]
+)
+def test_parameter_count_matches_paper(name: str, paper: float) -> None:
+    count = n_params(AUDIO_MODELS[name](N_CLASSES))
+    assert abs(count - paper) / paper <= 0.15, f"{name}: {count:,} vs paper {paper:,.0f}"
+
+
+def test_xception_768_width_also_within_budget() -> None:
+    assert abs(n_params(XceptionAudio(N_CLASSES, middle_channels=768)) - 9.6e6) / 9.6e6 <= 0.15
+
+
+def test_registry_and_inputs() -> None:
+    assert AUDIO_MODELS == {"han": HanNet, "choi": ChoiNet, "xception": XceptionAudio}
+    assert AUDIO_INPUTS["han"] == AudioInput(128, 43, 22050, 1024, 512)
+    assert AUDIO_INPUTS["choi"] == AudioInput(96, 1366, 12000, 512, 256)
+    assert AUDIO_INPUTS["xception"] == AUDIO_INPUTS["choi"]
+    assert AUDIO_INPUTS["choi"].frames_for(2.912) == UC_FRAMES
+    assert AUDIO_INPUTS["choi"].frames_for(29.12) == 1366
+    with pytest.raises(AttributeError):
+        AUDIO_INPUTS["han"].n_mels = 64  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["han", "choi", "xception"])
+def test_audio_shapes_at_nominal_input(name: str) -> None:
+    spec = AUDIO_INPUTS[name]
+    model = AUDIO_MODELS[name](N_CLASSES).eval()
+    x = torch.randn(2, 1, spec.n_mels, spec.frames)
+    with torch.no_grad():
+        logits, emb = model(x), model.embed(x)
+    assert logits.shape == (2, N_CLASSES)
+    assert emb.shape == (2, model.embedding_dim) == (2, 1024)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ["choi", "xception"])
+@pytest.mark.parametrize("frames", [1366, UC_FRAMES])
+def test_choi_input_models_take_cc_and_uc_lengths(name: str, frames: int) -> None:
+    model = AUDIO_MODELS[name](N_CLASSES).eval()
+    x = torch.randn(2, 1, 96, frames)
+    with torch.no_grad():
+        assert model(x).shape == (2, N_CLASSES)
+        assert model.embed(x).shape == (2, model.embedding_dim)
+
+
+def test_classifier_is_linear_on_embedding() -> None:
+    """``embed`` is exactly what the final layer sees in eval mode (what fusion relies on)."""
+    for model in (HanNet(N_CLASSES), ChoiNet(N_CLASSES), XceptionAudio(N_CLASSES)):
+        model.eval()
+        x = torch.randn(2, 1, 128 if isinstance(model, HanNet) else 96, 43 if isinstance(model, HanNet) else 64)
+        with torch.no_grad():
+            torch.testing.assert_close(model.classifier(model.embed(x)), model(x))
+
+
+def test_frame_classifier_shapes() -> None:
+    model = FrameClassifier(N_CLASSES).eval()
+    assert model.embedding_dim == 1024
+    with torch.no_grad():
+        assert model(torch.randn(4, 2048)).shape == (4, N_CLASSES)
+        frames = torch.randn(3, 5, 2048)
+        per_frame = model(frames)
+        assert per_frame.shape == (3, 5, N_CLASSES)
+        assert model.embed(frames).shape == (3, 5, 1024)
+        video = model.video_logits(frames)
+        assert video.shape == (3, N_CLASSES)
+        # softmax of the video logits is the mean of the frame probabilities
+        torch.testing.assert_close(video.softmax(-1), per_frame.softmax(-1).mean(1))
+        torch.testing.assert_close(model.video_logits(frames, average="logit"), per_frame.mean(1))
+
+
+def test_frame_classifier_mask_and_linear_variant() -> None:
+    model = FrameClassifier(N_CLASSES, hidden_dims=(512, 256)).eval()
+    assert model.embedding_dim == 256
+    frames = torch.randn(2, 4, 2048)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    with torch.no_grad():
+        masked = model.video_logits(frames, mask=mask)
+        torch.testing.assert_close(masked[0], model.video_logits(frames[:1, :2])[0])
+        torch.testing.assert_close(masked[1], model.video_logits(frames[1:])[0])
+    linear = FrameClassifier(N_CLASSES, hidden_dims=())
+    assert linear.embedding_dim == 2048 and n_params(linear) == 2048 * N_CLASSES + N_CLASSES
+
+
+def _fusion(**kw: int) -> LateFusionNet:
+    args = {"video_dim": 256, "audio_dim": 96, "n": 128, "k": 3, "hidden": 64} | kw
+    return LateFusionNet(N_CLASSES, **args)
+
+
+def test_fusion_shapes_and_missing_modalities() -> None:
+    model = _fusion().eval()
+    video, audio = torch.randn(4, 3, 256), torch.randn(4, 96)
+    with torch.no_grad():
+        assert model(video, audio).shape == (4, N_CLASSES)
+        assert model(video, None).shape == (4, N_CLASSES)
+        assert model(None, audio).shape == (4, N_CLASSES)
+        assert model.embed(video, audio).shape == (4, model.embedding_dim) == (4, 64)
+        assert model.stack(video, audio).shape == (4, 4, 128)
+        # zero-filling a missing modality == passing explicit zeros (projections are bias-free)
+        torch.testing.assert_close(model(video, None), model(video, torch.zeros(4, 96)))
+        torch.testing.assert_close(model(None, audio), model(torch.zeros(4, 3, 256), audio))
+        torch.testing.assert_close(model.stack(None, audio)[:, :3], torch.zeros(4, 3, 128))
+        assert not torch.allclose(model(video, None), model(video, audio))
+    with pytest.raises(ValueError):
+        model(None, None)
+    with pytest.raises(ValueError):
+        model(torch.randn(4, 2, 256), audio)  # wrong k
+
+
+def test_fusion_identity_projection_when_sizes_match() -> None:
+    model = _fusion(video_dim=128, audio_dim=128)
+    assert isinstance(model.video_proj, nn.Identity) and isinstance(model.audio_proj, nn.Identity)
+    x = torch.randn(2, 3, 128), torch.randn(2, 128)
+    torch.testing.assert_close(model.stack(*x), torch.cat([x[0], x[1][:, None]], dim=1))
+
+
+def test_fusion_trains_on_missing_modality_batches() -> None:
+    """Batch norm in train mode must cope with a zero-filled modality (zero variance features)."""
+    model = _fusion().train()
+    loss = nn.functional.cross_entropy(model(None, torch.randn(8, 96)), torch.randint(0, N_CLASSES, (8,)))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def _small_models() -> list[tuple[nn.Module, tuple[torch.Tensor | None, ...]]]:
+    return [
+        (HanNet(N_CLASSES), (torch.randn(2, 1, 128, 43),)),
+        (ChoiNet(N_CLASSES), (torch.randn(2, 1, 96, UC_FRAMES),)),
+        (XceptionAudio(N_CLASSES), (torch.randn(2, 1, 96, UC_FRAMES),)),
+        (FrameClassifier(N_CLASSES), (torch.randn(2, 5, 2048),)),
+        (_fusion(dropout=0.5), (torch.randn(4, 3, 256), torch.randn(4, 96))),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_eval_is_deterministic(index: int) -> None:
+    model, inputs = _small_models()[index]
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs), model(*inputs), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("index", [0, 1, 3, 4])  # Xception has no dropout, as in Chollet and the ICMR code
+def test_train_mode_dropout_differs(index: int) -> None:
+    model, inputs = _small_models()[index]
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(*inputs), model(*inputs))
