@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -30,9 +32,7 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize(
-    ("name", "paper"), [("han", 1.5e6), ("choi", 2.4e6), ("xception", 9.6e6)]
-)
+@pytest.mark.parametrize(("name", "paper"), [("han", 1.5e6), ("choi", 2.4e6), ("xception", 9.6e6)])
 def test_parameter_count_matches_paper(name: str, paper: float) -> None:
     count = n_params(AUDIO_MODELS[name](N_CLASSES))
     assert abs(count - paper) / paper <= 0.15, f"{name}: {count:,} vs paper {paper:,.0f}"
@@ -43,7 +43,7 @@ def test_xception_768_width_also_within_budget() -> None:
 
 
 def test_registry_and_inputs() -> None:
-    assert AUDIO_MODELS == {"han": HanNet, "choi": ChoiNet, "xception": XceptionAudio}
+    assert dict(AUDIO_MODELS) == {"han": HanNet, "choi": ChoiNet, "xception": XceptionAudio}
     assert AUDIO_INPUTS["han"] == AudioInput(128, 43, 22050, 1024, 512)
     assert AUDIO_INPUTS["choi"] == AudioInput(96, 1366, 12000, 512, 256)
     assert AUDIO_INPUTS["xception"] == AUDIO_INPUTS["choi"]
@@ -53,35 +53,29 @@ def test_registry_and_inputs() -> None:
         AUDIO_INPUTS["han"].n_mels = 64  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("name", ["han", "choi", "xception"])
-def test_audio_shapes_at_nominal_input(name: str) -> None:
-    spec = AUDIO_INPUTS[name]
-    model = AUDIO_MODELS[name](N_CLASSES).eval()
+def test_han_shapes_at_nominal_input() -> None:
+    spec = AUDIO_INPUTS["han"]
+    model = HanNet(N_CLASSES).eval()
     x = torch.randn(2, 1, spec.n_mels, spec.frames)
     with torch.no_grad():
         logits, emb = model(x), model.embed(x)
     assert logits.shape == (2, N_CLASSES)
     assert emb.shape == (2, model.embedding_dim) == (2, 1024)
-    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(model.classifier(emb), logits)  # embed is what the classifier sees
 
 
 @pytest.mark.parametrize("name", ["choi", "xception"])
-@pytest.mark.parametrize("frames", [1366, UC_FRAMES])
-def test_choi_input_models_take_cc_and_uc_lengths(name: str, frames: int) -> None:
+@pytest.mark.parametrize(("batch", "frames"), [(1, 1366), (2, UC_FRAMES)])  # CC (29.12 s) and a UC segment
+def test_choi_input_models_take_cc_and_uc_lengths(name: str, batch: int, frames: int) -> None:
     model = AUDIO_MODELS[name](N_CLASSES).eval()
-    x = torch.randn(2, 1, 96, frames)
+    assert AUDIO_INPUTS[name].n_mels == 96
+    x = torch.randn(batch, 1, 96, frames)
     with torch.no_grad():
-        assert model(x).shape == (2, N_CLASSES)
-        assert model.embed(x).shape == (2, model.embedding_dim)
-
-
-def test_classifier_is_linear_on_embedding() -> None:
-    """``embed`` is exactly what the final layer sees in eval mode (what fusion relies on)."""
-    for model in (HanNet(N_CLASSES), ChoiNet(N_CLASSES), XceptionAudio(N_CLASSES)):
-        model.eval()
-        x = torch.randn(2, 1, 128 if isinstance(model, HanNet) else 96, 43 if isinstance(model, HanNet) else 64)
-        with torch.no_grad():
-            torch.testing.assert_close(model.classifier(model.embed(x)), model(x))
+        logits, emb = model(x), model.embed(x)
+    assert logits.shape == (batch, N_CLASSES)
+    assert emb.shape == (batch, model.embedding_dim) == (batch, 1024)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(model.classifier(emb), logits)  # embed is what the classifier sees
 
 
 def test_frame_classifier_shapes() -> None:
@@ -153,27 +147,28 @@ def test_fusion_trains_on_missing_modality_batches() -> None:
     assert torch.isfinite(loss)
 
 
-def _small_models() -> list[tuple[nn.Module, tuple[torch.Tensor | None, ...]]]:
+def _cases() -> list[tuple[Callable[[], nn.Module], Callable[[], tuple[torch.Tensor, ...]]]]:
+    """(model factory, input factory) pairs, built lazily so each test only pays for its model."""
     return [
-        (HanNet(N_CLASSES), (torch.randn(2, 1, 128, 43),)),
-        (ChoiNet(N_CLASSES), (torch.randn(2, 1, 96, UC_FRAMES),)),
-        (XceptionAudio(N_CLASSES), (torch.randn(2, 1, 96, UC_FRAMES),)),
-        (FrameClassifier(N_CLASSES), (torch.randn(2, 5, 2048),)),
-        (_fusion(dropout=0.5), (torch.randn(4, 3, 256), torch.randn(4, 96))),
+        (lambda: HanNet(N_CLASSES), lambda: (torch.randn(2, 1, 128, 43),)),
+        (lambda: ChoiNet(N_CLASSES), lambda: (torch.randn(2, 1, 96, UC_FRAMES),)),
+        (lambda: XceptionAudio(N_CLASSES), lambda: (torch.randn(2, 1, 96, UC_FRAMES),)),
+        (lambda: FrameClassifier(N_CLASSES), lambda: (torch.randn(2, 5, 2048),)),
+        (lambda: _fusion(dropout=0.5), lambda: (torch.randn(4, 3, 256), torch.randn(4, 96))),
     ]
 
 
 @pytest.mark.parametrize("index", range(5))
 def test_eval_is_deterministic(index: int) -> None:
-    model, inputs = _small_models()[index]
-    model.eval()
+    make_model, make_inputs = _cases()[index]
+    model, inputs = make_model().eval(), make_inputs()
     with torch.no_grad():
         torch.testing.assert_close(model(*inputs), model(*inputs), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("index", [0, 1, 3, 4])  # Xception has no dropout, as in Chollet and the ICMR code
 def test_train_mode_dropout_differs(index: int) -> None:
-    model, inputs = _small_models()[index]
-    model.train()
+    make_model, make_inputs = _cases()[index]
+    model, inputs = make_model().train(), make_inputs()
     with torch.no_grad():
         assert not torch.allclose(model(*inputs), model(*inputs))

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import wave
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,16 +70,19 @@ _SOUNDFONT_DIR = Path("/usr/share/sounds/sf2")
 _SOUNDFONT_NAMES = ("FluidR3_GM.sf2", "TimGM6mb.sf2", "default-GM.sf2")
 _INSTALL_HINT = "apt-get install fluidsynth fluid-soundfont-gm"
 _STAMP_NAME = "demo_spec.json"
+_LOCK_NAME = ".demo.lock"
 _MANIFEST_NAME = "manifest.csv"
 _MEDIA_DIR = "media"
 _PARTIAL_SUFFIX = ".partial.mp4"
 _WORKERS = 2  # one fluidsynth/ffmpeg pair per core on the 2-core reference machine
 _SAMPLE_RATE = 44100
+_MIN_RMS = 1e-3  # rendered melodies measure ~0.02-0.1; below this the soundfont did not load
 _TICKS_PER_BEAT = 480
 _TEMPO_US = 500_000  # 120 bpm -> 960 ticks per second
 _TICKS_PER_SECOND = _TICKS_PER_BEAT * 1_000_000 / _TEMPO_US
 # Independent random streams per video, so e.g. changing the frame code never changes the melodies.
-_STREAM_DURATION, _STREAM_MELODY, _STREAM_FRAMES, _STREAM_SPLIT = range(4)
+_STREAM_DURATION, _STREAM_MELODY, _STREAM_FRAMES, _STREAM_SPLIT = range(1, 5)
+_RNG_TAG = 0x1D3A0  # arbitrary, fixed: namespaces this module's random streams
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def find_soundfont() -> Path:
     )
 
 
-def generate_demo(root: Path, spec: DemoSpec = DemoSpec()) -> Path:  # noqa: B008 - frozen, immutable default
+def generate_demo(root: Path, spec: DemoSpec = DemoSpec()) -> Path:
     """Writes root/media/<video_id>.mp4 and root/manifest.csv; returns the manifest path.
 
     Cheap when already done (stamp + manifest + files present). The stamp is written before any video
@@ -212,10 +217,7 @@ def generate_demo(root: Path, spec: DemoSpec = DemoSpec()) -> Path:  # noqa: B00
     except FileNotFoundError:
         soundfont = None  # still fine if the dataset is already complete; raised again below otherwise
     stamp = _stamp(spec, soundfont)
-    old_stamp = _read_json(stamp_path)
-    stamp_ok = old_stamp is not None and _stamp_matches(old_stamp, stamp)
-
-    if stamp_ok and manifest.is_file() and all((root / p.source).is_file() for p in plans):
+    if _state(root, stamp, plans) == "complete":
         return manifest
 
     if soundfont is None:
@@ -227,32 +229,51 @@ def generate_demo(root: Path, spec: DemoSpec = DemoSpec()) -> Path:  # noqa: B00
 
     media = root / _MEDIA_DIR
     media.mkdir(parents=True, exist_ok=True)
-    for partial in media.glob(f".*{_PARTIAL_SUFFIX}"):  # debris of an interrupted run
-        partial.unlink(missing_ok=True)
-    manifest.unlink(missing_ok=True)  # nothing may look complete while we work
-    if not stamp_ok:
-        # Files from another spec (or generator version) would be wrongly reused on resume.
-        stale = {p.source for p in plans} | _manifest_sources(manifest)
-        for source in stale:
-            (root / source).unlink(missing_ok=True)
-        _atomic_write_text(stamp_path, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    # Two processes (e.g. concurrent Dagster runs) may ask for the same root: one builds, the other waits.
+    with open(root / _LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = _state(root, stamp, plans)  # re-check: the other process may have finished meanwhile
+        if state == "complete":
+            return manifest
+        for partial in media.glob(f".*{_PARTIAL_SUFFIX}"):  # debris of an interrupted run
+            partial.unlink(missing_ok=True)
+        if state == "stale":
+            # Files from another spec (or generator version) must not be reused on a later resume.
+            for source in {p.source for p in plans} | _manifest_sources(manifest):
+                (root / source).unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)  # nothing may look complete while we work
+        if state == "stale":
+            _atomic_write_text(stamp_path, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
 
-    todo = [p for p in plans if not (root / p.source).is_file()]
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        futures = [pool.submit(_make_video, root / p.source, p, spec, soundfont) for p in todo]
-        for future in concurrent.futures.as_completed(futures):
-            future.result()  # re-raise the first failure
-    log.info(
-        "demo dataset: %d videos generated in %.1f s under %s", len(todo), time.perf_counter() - started, root
-    )
+        todo = [p for p in plans if not (root / p.source).is_file()]  # resume keeps finished videos
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            futures = [pool.submit(_make_video, root / p.source, p, spec, soundfont) for p in todo]
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:  # fail fast instead of rendering the rest first
+                    future.cancel()
+                raise
+        log.info("demo dataset: %d videos in %.1f s under %s", len(todo), time.perf_counter() - started, root)
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows((p.video_id, p.source, p.label, p.split) for p in plans)
-    _atomic_write_text(manifest, buf.getvalue())
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows((p.video_id, p.source, p.label, p.split) for p in plans)
+        _atomic_write_text(manifest, buf.getvalue())
     return manifest
+
+
+def _state(root: Path, stamp: dict, plans: list[_VideoPlan]) -> str:
+    """'complete' (nothing to do), 'resumable' (same spec, some work missing) or 'stale' (start over)."""
+    old = _read_json(root / _STAMP_NAME)
+    if old is None or not _stamp_matches(old, stamp):
+        return "stale"
+    if (root / _MANIFEST_NAME).is_file() and all((root / p.source).is_file() for p in plans):
+        return "complete"
+    return "resumable"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -262,7 +283,9 @@ def generate_demo(root: Path, spec: DemoSpec = DemoSpec()) -> Path:  # noqa: B00
 def _rng(spec: DemoSpec, label: str, index: int, stream: int) -> np.random.Generator:
     """Independent stream per (seed, class, video, purpose); keyed by class NAME so that adding or
     reordering classes does not change the other classes' videos."""
-    return np.random.default_rng([spec.seed, zlib.crc32(label.encode()), index, stream])
+    # Leading constant tag: SeedSequence ignores trailing zeros, so keep every key the same length and
+    # tagged to avoid accidental collisions with other seeded code.
+    return np.random.default_rng([_RNG_TAG, spec.seed, zlib.crc32(label.encode()), index, stream])
 
 
 def _split_sizes(n: int) -> tuple[int, int, int]:
@@ -399,19 +422,37 @@ def _render_wav(midi_path: Path, wav_path: Path, soundfont: Path) -> None:
         str(soundfont), str(midi_path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    # fluidsynth can exit 0 after failing to load a file, so check the output too.
-    if proc.returncode != 0 or not wav_path.is_file() or wav_path.stat().st_size <= 44:
-        raise RuntimeError(f"fluidsynth failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
+    # fluidsynth exits 0 when our soundfont fails to load: it then quietly renders with its built-in
+    # default soundfont (or renders silence if there is none). Judge it by its messages and its output.
+    output = proc.stderr + proc.stdout
+    rms = _wav_rms(wav_path) if proc.returncode == 0 and wav_path.is_file() else 0.0
+    if rms < _MIN_RMS or "not a SoundFont" in output:
+        raise RuntimeError(
+            f"fluidsynth failed to render with {soundfont} (exit {proc.returncode}, rms {rms:.5f}): "
+            f"{output[-2000:]}"
+        )
+
+
+def _wav_rms(path: Path) -> float:
+    """RMS of a 16-bit WAV in [0, 1]."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                return 0.0
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    except (OSError, EOFError, wave.Error):
+        return 0.0
+    return float(np.sqrt(np.mean(pcm**2))) if pcm.size else 0.0
 
 
 # ----------------------------------------------------------------------------------------------------------
 # video
 
 
-def _frames(label: str, plan: _VideoPlan, spec: DemoSpec, rng: np.random.Generator) -> Iterator[bytes]:
+def _frames(plan: _VideoPlan, spec: DemoSpec, rng: np.random.Generator) -> Iterator[bytes]:
     """rgb24 frames: class hue (jittered) as a vertical gradient + the class pattern moving with a
     per-video seeded position/speed/size/brightness, so the class is visible but no two videos match."""
-    look = _LOOKS[label]
+    look = _LOOKS[plan.label]
     w, h = spec.width, spec.height
     scale = min(w, h) / 240.0
     hue = (look.hue + rng.uniform(-8, 8)) % 360 / 360
@@ -501,13 +542,17 @@ def _make_video(out: Path, plan: _VideoPlan, spec: DemoSpec, soundfont: Path) ->
             with tempfile.TemporaryFile() as err:  # a file, not a pipe: no deadlock while we feed stdin
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
                 assert proc.stdin is not None
-                with contextlib.suppress(BrokenPipeError):  # ffmpeg died early; its stderr says why
-                    for frame in _frames(
-                        plan.label, plan, spec, _rng(spec, plan.label, plan.index, _STREAM_FRAMES)
-                    ):
-                        proc.stdin.write(frame)
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.close()
+                frames = _frames(plan, spec, _rng(spec, plan.label, plan.index, _STREAM_FRAMES))
+                try:
+                    with contextlib.suppress(BrokenPipeError):  # ffmpeg died early; its stderr says why
+                        for frame in frames:
+                            proc.stdin.write(frame)
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.close()
+                except BaseException:
+                    proc.kill()  # never leave an orphan ffmpeg waiting on stdin
+                    proc.wait()
+                    raise
                 code = proc.wait()
                 if code != 0:
                     err.seek(0)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from instrec_pipeline.datasets.demo import DEMO_CLASSES, generate_demo
 from instrec_pipeline.datasets.manifest import Rejected, assign_splits, read_table, validate
 
 FCVID_CLASSES = (
@@ -42,7 +43,6 @@ class Manifest:
     table: pd.DataFrame
     rejected: list[Rejected]
     classes: tuple[str, ...]
-    media_root: Path | None
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,19 @@ class DatasetSpec:
     name: str
     classes: tuple[str, ...]
     #: Builds the raw table (columns video_id, source, label[, split]) given the store's dataset folder.
-    read: Callable[[Path], tuple[pd.DataFrame, Path | None]]
+    read: Callable[[Path], pd.DataFrame]
+    #: Where relative local sources live; None = the store's dataset folder (where the demo is generated).
+    media_root: Path | None = None
+
+    def media_dir(self, dataset_dir: Path) -> Path:
+        return self.media_root or dataset_dir
 
 
 def _list_path(name: str) -> Path:
     return Path(str(resources.files("instrec_pipeline.datasets") / "lists" / name))
 
 
-def _read_fcvid(_: Path) -> tuple[pd.DataFrame, None]:
+def _read_fcvid(_: Path) -> pd.DataFrame:
     """FCVID list: ``./<classFolder>/<youtube id>``; the class comes from the folder, never the id column.
 
     The numeric column disagrees with the 2017 code's own class-name list (one of its bugs).
@@ -66,27 +71,18 @@ def _read_fcvid(_: Path) -> tuple[pd.DataFrame, None]:
     parts = raw["path"].str.split("/", expand=True)
     folder, vid = parts[1], parts[2]
     label = folder.str.replace("Performance", "", regex=False)
-    return pd.DataFrame({"video_id": vid, "source": "yt:" + vid, "label": label}), None
+    return pd.DataFrame({"video_id": vid, "source": "yt:" + vid, "label": label})
 
 
-def _read_yt8m(_: Path) -> tuple[pd.DataFrame, None]:
+def _read_yt8m(_: Path) -> pd.DataFrame:
     raw = pd.read_csv(_list_path("yt8m_dataset.csv"), header=None, names=["video_id", "class_id"], dtype=str)
     label = raw["class_id"].astype(int).map(dict(enumerate(YT8M_CLASSES)))
-    return pd.DataFrame({"video_id": raw["video_id"], "source": "yt:" + raw["video_id"], "label": label}), None
+    return pd.DataFrame({"video_id": raw["video_id"], "source": "yt:" + raw["video_id"], "label": label})
 
 
-def _read_demo(dataset_dir: Path) -> tuple[pd.DataFrame, Path]:
-    from instrec_pipeline.datasets.demo import generate_demo
-
-    manifest = generate_demo(dataset_dir)
-    return read_table(manifest), manifest.parent
-
-
-def _user_reader(manifest: Path, media_root: Path | None) -> Callable[[Path], tuple[pd.DataFrame, Path | None]]:
-    def read(_: Path) -> tuple[pd.DataFrame, Path | None]:
-        return read_table(manifest), media_root or manifest.parent
-
-    return read
+def _read_demo(dataset_dir: Path) -> pd.DataFrame:
+    """Generates the demo on first use (deterministic, cheap when already there)."""
+    return read_table(generate_demo(dataset_dir))
 
 
 def _user_specs() -> dict[str, DatasetSpec]:
@@ -99,15 +95,15 @@ def _user_specs() -> dict[str, DatasetSpec]:
         manifest = (path.parent / entry["manifest"]).resolve()
         media_root = (path.parent / entry["media_root"]).resolve() if entry.get("media_root") else None
         classes = entry.get("classes") or sorted(set(read_table(manifest)["label"].dropna()))
-        specs[name] = DatasetSpec(name, tuple(classes), _user_reader(manifest, media_root))
+        specs[name] = DatasetSpec(
+            name, tuple(classes), lambda _, m=manifest: read_table(m), media_root or manifest.parent
+        )
     return specs
 
 
 @cache
 def datasets() -> dict[str, DatasetSpec]:
     """All known datasets, by partition name (the built-ins first)."""
-    from instrec_pipeline.datasets.demo import DEMO_CLASSES
-
     builtin = {
         "demo": DatasetSpec("demo", tuple(DEMO_CLASSES), _read_demo),
         "fcvid": DatasetSpec("fcvid", FCVID_CLASSES, _read_fcvid),
@@ -119,6 +115,5 @@ def datasets() -> dict[str, DatasetSpec]:
 def load_manifest(name: str, dataset_dir: Path, seed: int = 0) -> Manifest:
     """Read, validate and split one dataset's manifest (all splits)."""
     spec = datasets()[name]
-    raw, media_root = spec.read(dataset_dir)
-    table, rejected = validate(raw, list(spec.classes))
-    return Manifest(assign_splits(table, seed=seed), rejected, spec.classes, media_root)
+    table, rejected = validate(spec.read(dataset_dir), list(spec.classes))
+    return Manifest(assign_splits(table, seed=seed), rejected, spec.classes)

@@ -74,9 +74,7 @@ def hit_at_k(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
         return 1.0
     if n_classes == 2:  # sklearn treats 2 labels as the binary case and wants 1-D scores; k is 1 here
         return float(np.mean(predict(p) == y))
-    return float(
-        top_k_accuracy_score(n_classes - 1 - y, p[:, ::-1], k=k, labels=np.arange(n_classes))
-    )
+    return float(top_k_accuracy_score(n_classes - 1 - y, p[:, ::-1], k=k, labels=np.arange(n_classes)))
 
 
 def score(y_true: np.ndarray, probs: np.ndarray) -> Scores:

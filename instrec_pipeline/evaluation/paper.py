@@ -72,7 +72,8 @@ def paper_row(model_key: str, dataset: str) -> PaperRow | None:
         return None
     key, variant = target
     rows = [
-        r for r in PAPER_ROWS
+        r
+        for r in PAPER_ROWS
         if r.dataset == ds and r.key == key and (variant is None or r.variant == variant)
     ]
     return max(rows, key=lambda r: r.hit1) if rows else None

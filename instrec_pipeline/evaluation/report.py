@@ -142,10 +142,10 @@ def build_report(dataset: str, class_names: list[str], results: list[ModelResult
                 "f1_macro": s.f1_macro,
                 "f1_weighted": s.f1_weighted,
                 "n": s.n,
-                "paper_hit1": p.hit1 / 100.0 if p else np.nan,
-                "paper_hit3": p.hit3 / 100.0 if p else np.nan,
-                "paper_f1": p.f1 / 100.0 if p else np.nan,
-                "paper_model": p.model if p else "",
+                "paper_hit1": round(p.hit1 / 100.0, 4) if p else np.nan,
+                "paper_hit3": round(p.hit3 / 100.0, 4) if p else np.nan,
+                "paper_f1": round(p.f1 / 100.0, 4) if p else np.nan,
+                "paper_model": p.model if p else None,
                 "chance_hit1": chance1,
                 "chance_hit3": chance3,
             }
@@ -172,8 +172,16 @@ def build_report(dataset: str, class_names: list[str], results: list[ModelResult
 
         per_class_md = _md_table(
             ["class", "precision", "recall", "F1", "support"],
-            [[row["class"], _pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]), int(row["support"])]
-             for row in table.to_dict("records")],
+            [
+                [
+                    row["class"],
+                    _pct(row["precision"]),
+                    _pct(row["recall"]),
+                    _pct(row["f1"]),
+                    int(row["support"]),
+                ]
+                for row in table.to_dict("records")
+            ],
             ["l", "r", "r", "r", "r"],
         )
         sections.append(
@@ -185,23 +193,55 @@ def build_report(dataset: str, class_names: list[str], results: list[ModelResult
 
     summary = pd.DataFrame(
         summary_rows,
-        columns=["model", "title", "hit1", "hit3", "f1_macro", "f1_weighted", "n", "paper_hit1", "paper_hit3",
-                 "paper_f1", "paper_model", "chance_hit1", "chance_hit3"],
+        columns=[
+            "model",
+            "title",
+            "hit1",
+            "hit3",
+            "f1_macro",
+            "f1_weighted",
+            "n",
+            "paper_hit1",
+            "paper_hit3",
+            "paper_f1",
+            "paper_model",
+            "chance_hit1",
+            "chance_hit3",
+        ],
     )
     write("summary.csv", summary.to_csv(index=False).encode())
 
     rows: list[list[object]] = []
     for r, row in zip(results, summary_rows, strict=True):
         s, p = all_scores[r.key], paper_row(r.key, dataset)
-        rows.append([
-            f"{r.title} (`{r.key}`)", s.n, _pct(s.hit1), _pct(s.hit3), _pct(s.f1_macro), _pct(s.f1_weighted),
-            _paper_pct(p.hit1 if p else None), _paper_pct(p.hit3 if p else None),
-            _paper_pct(p.f1 if p else None), row["paper_model"] or DASH,
-        ])
+        rows.append(
+            [
+                f"{r.title} (`{r.key}`)",
+                s.n,
+                _pct(s.hit1),
+                _pct(s.hit3),
+                _pct(s.f1_macro),
+                _pct(s.f1_weighted),
+                _paper_pct(p.hit1 if p else None),
+                _paper_pct(p.hit3 if p else None),
+                _paper_pct(p.f1 if p else None),
+                row["paper_model"] or DASH,
+            ]
+        )
     rows.append(["chance (1/C, 3/C)", DASH, _pct(chance1), _pct(chance3), DASH, DASH, DASH, DASH, DASH, DASH])
     summary_md = _md_table(
-        ["model", "n", "Hit@1", "Hit@3", "F1 macro", "F1 weighted", "paper Hit@1", "paper Hit@3", "paper F1",
-         "paper model"],
+        [
+            "model",
+            "n",
+            "Hit@1",
+            "Hit@3",
+            "F1 macro",
+            "F1 weighted",
+            "paper Hit@1",
+            "paper Hit@3",
+            "paper F1",
+            "paper model",
+        ],
         rows,
         ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
     )

@@ -16,8 +16,8 @@ with ``t_i < duration``, so the count is ``expected_frame_count(duration, fps) =
 ``−0.5/fps``: output ``n`` is then the last input frame with ``ceil(fps·t − 0.5) <= n``, i.e. ``t <= t_n``.
 ``tpad`` clones the last frame for one extra period so ffmpeg's end-of-stream rule never drops the final
 instant (nor the only one, for a video shorter than half a period); surplus frames are discarded.
-If the video stream ends before the container's duration (longer audio), the remaining instants repeat the
-last frame — again what a player shows — and :attr:`Demuxed.padded` says how many.
+If the video stream ends before the container's duration (audio runs on), the remaining instants repeat
+the last frame — again what a player shows — so the count is always the one above.
 """
 
 from __future__ import annotations
@@ -77,15 +77,13 @@ class Demuxed:
 
     ``frames``: ``(n, crop, crop, 3)`` uint8 RGB, ``n == expected_frame_count(info.duration, fps)``
     (0 when there is no video stream). ``audio``: sample rate → float32 mono in [-1, 1] (empty without an
-    audio stream). ``frame_times``: float64 seconds, see :func:`frame_instants`. ``padded``: trailing frames
-    that repeat the last decoded one because the video stream ended before the container did.
+    audio stream). ``frame_times``: float64 seconds, see :func:`frame_instants`.
     """
 
     frames: np.ndarray
     audio: dict[int, np.ndarray]
     frame_times: np.ndarray
     info: MediaInfo
-    padded: int = 0
 
 
 def expected_frame_count(duration: float, fps: float = 1.0) -> int:
@@ -170,8 +168,8 @@ def _read_batches(pipe: IO[bytes], shape: tuple[int, int, int], batch: int) -> I
 
 
 class _Job:
-    """One ffmpeg run over one file; ``batches()`` streams frames, and once it is exhausted ``audio`` and
-    ``padded`` are filled in."""
+    """One ffmpeg run over one file; ``batches()`` streams frames, and once it is exhausted ``audio`` is
+    filled in."""
 
     def __init__(self, path: Path, params: DemuxParams, *, with_audio: bool) -> None:
         self.path = Path(path)
@@ -181,7 +179,6 @@ class _Job:
         self.expected = expected_frame_count(info.duration, params.fps) if info.has_video else 0
         self.rates = sorted(set(int(r) for r in params.sample_rates)) if with_audio and info.has_audio else []
         self.audio: dict[int, np.ndarray] = {}
-        self.padded = 0
 
     def _error(self, reason: str) -> MediaError:
         return MediaError(reason, self.path.name)
@@ -198,9 +195,7 @@ class _Job:
         files: dict[int, Path] = {}
         if self.rates:
             mono = _mono(inp[str(p.audio_index)], info.channels or 1)
-            branches = (
-                [mono] if len(self.rates) == 1 else mono.filter_multi_output("asplit", len(self.rates))
-            )
+            branches = [mono] if len(self.rates) == 1 else mono.filter_multi_output("asplit", len(self.rates))
             for i, rate in enumerate(self.rates):
                 files[rate] = tmp / f"audio_{rate}.f32"
                 resampled = branches[i].filter("aresample", rate, resampler="soxr")
@@ -241,26 +236,29 @@ class _Job:
                 if stopped_early:
                     proc.kill()
                 proc.wait()
-                reader.join(timeout=5)
+                reader.join(timeout=10)  # stderr fully read before judging the run
                 self._check(proc.returncode, stopped_early, emitted, list(stderr))
                 if emitted < self.expected:
                     if last is None:
                         raise self._error(f"no video frame could be decoded: {last_line(list(stderr))}")
-                    self.padded = self.expected - emitted
-                    log.info("%s: video stream ends early, repeating its last frame %d times",
-                             self.path.name, self.padded)
+                    log.debug(
+                        "%s: video stream ends early, repeating its last frame %d times",
+                        self.path.name,
+                        self.expected - emitted,
+                    )
                     while emitted < self.expected:
                         k = min(batch, self.expected - emitted)
                         yield np.repeat(last[None], k, axis=0)
                         emitted += k
-                self.audio = {
-                    rate: np.clip(np.fromfile(f, dtype="<f4").astype(np.float32, copy=False), -1.0, 1.0)
-                    for rate, f in files.items()
-                }
+                for rate, f in files.items():
+                    # soxr's band-limiting can overshoot full-scale input slightly; clip in place
+                    samples = np.fromfile(f, dtype="<f4").astype(np.float32, copy=False)
+                    self.audio[rate] = np.clip(samples, -1.0, 1.0, out=samples)
             finally:
                 if proc.poll() is None:  # consumer stopped early or an exception: don't leave ffmpeg behind
                     proc.kill()
                     proc.wait()
+                reader.join(timeout=10)  # the reader sees EOF once ffmpeg is gone; then close its pipe
                 for pipe in (proc.stdout, proc.stderr):
                     if pipe is not None:
                         pipe.close()
@@ -278,7 +276,7 @@ class _Job:
             raise self._error(f"decoded only {emitted} of {self.expected} frames: {message}")
 
 
-def demux(path: Path, params: DemuxParams = DemuxParams()) -> Demuxed:  # noqa: B008 (frozen, immutable)
+def demux(path: Path, params: DemuxParams = DemuxParams()) -> Demuxed:
     """Frames at the instants ``(i + 0.5) / fps`` and mono audio at each rate, in one ffmpeg pass.
 
     Raises :class:`MediaError` for anything that is not a decodable audio/video file.
@@ -296,13 +294,12 @@ def demux(path: Path, params: DemuxParams = DemuxParams()) -> Demuxed:  # noqa: 
         audio=job.audio,
         frame_times=frame_instants(info.duration, params.fps) if job.expected else np.zeros(0),
         info=info,
-        padded=job.padded,
     )
 
 
 def iter_frames(
     path: Path,
-    params: DemuxParams = DemuxParams(),  # noqa: B008 (frozen, immutable)
+    params: DemuxParams = DemuxParams(),
     batch: int = 64,
 ) -> Iterator[np.ndarray]:
     """Stream the same frames as :func:`demux` in ``(≤batch, crop, crop, 3)`` arrays, without audio.
@@ -311,4 +308,3 @@ def iter_frames(
     (a :class:`MediaError` surfaces there). Closing the iterator early kills ffmpeg.
     """
     yield from _Job(path, params, with_audio=False).batches(batch)
-

@@ -58,14 +58,15 @@ def ffmpeg_path(path: Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
-def last_line(stderr: bytes | str | list[str] | None) -> str:
-    """The last non-empty line of ffmpeg's stderr (bytes, text or lines): usually the actual error."""
+def last_line(stderr: bytes | str | list[str] | None, n: int = 1) -> str:
+    """The last ``n`` non-empty lines of ffmpeg's stderr (bytes, text or lines), joined by `` | ``: the
+    actual error is at the end (ffprobe's cause, e.g. "moov atom not found", is one line above)."""
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", errors="replace")
     if isinstance(stderr, list):
         stderr = "\n".join(stderr)
     lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no message"
+    return " | ".join(lines[-n:]) if lines else "no message"
 
 
 def _float(value: Any) -> float | None:
@@ -103,7 +104,7 @@ def _probe(path: Path) -> _Probed:
     try:
         data = ffmpeg.probe(ffmpeg_path(path), v="error")
     except ffmpeg.Error as exc:
-        raise MediaError(f"ffprobe failed: {last_line(exc.stderr)}", name) from exc
+        raise MediaError(f"ffprobe failed: {last_line(exc.stderr, 2)}", name) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MediaError(f"ffprobe output unreadable: {exc}", name) from exc
     except OSError as exc:  # ffprobe missing or not executable

@@ -18,9 +18,9 @@ class ChoiNet(nn.Module):
     Deviation, and why: the ICMR code zero-padded 1366 frames to 1440 and *flattened* the final
     128 × 1 × 15 map into the FC (1,920 × 1,024 weights: 2.0 M of the paper's 2.4 M), which ties the net
     to one input length. Here the map is pooled globally — max ⊕ mean over time and frequency, so both
-    "present anywhere" and "how prevalent" reach the FC — and the widths of the last two blocks are
-    doubled to keep the capacity: channels (64, 128, 256, 512) instead of (64, 128, 128, 128).
-    12 classes: 2,611,916 parameters (paper: 2.4 M, +9 %). Pools use ``ceil_mode`` so trailing frames of
+    "present anywhere" and "how prevalent" reach the FC — and the last two blocks are widened to
+    keep the capacity: channels (64, 128, 256, 512) instead of (64, 128, 128, 128).
+    12 classes: 2,612,876 parameters (paper: 2.4 M, +9 %). Pools use ``ceil_mode`` so trailing frames of
     a 137-frame segment are not dropped (137 → 69 → 23 → 6 → 2 time steps; 1366 → 683 → 228 → 57 → 15).
     """
 

@@ -7,7 +7,7 @@ from torch import nn
 
 
 class LateFusionNet(nn.Module):
-    """Slizovskaia et al. 2017 late fusion: ``k`` frame embeddings + 1 audio embedding → two FC 1024 → classes.
+    """Slizovskaia et al. 2017 late fusion: ``k`` frame + 1 audio embedding → two FC 1024 → classes.
 
     The unimodal nets are trained separately; their penultimate features (``FrameClassifier.embed`` of
     ``k`` frames, the audio net's ``embed`` of the clip) form a ``(B, k + 1, n)`` input, frames first and
@@ -63,14 +63,8 @@ class LateFusionNet(nn.Module):
         ref = video if video is not None else audio
         assert ref is not None
         b = ref.shape[0]
-        if video is None:
-            v = ref.new_zeros(b, self.k, self.n)
-        else:
-            v = self.video_proj(video)
-        if audio is None:
-            a = ref.new_zeros(b, 1, self.n)
-        else:
-            a = self.audio_proj(audio).unsqueeze(1)
+        v = ref.new_zeros(b, self.k, self.n) if video is None else self.video_proj(video)
+        a = ref.new_zeros(b, 1, self.n) if audio is None else self.audio_proj(audio).unsqueeze(1)
         if v.shape[0] != a.shape[0]:
             raise ValueError(f"batch sizes differ: video {v.shape[0]}, audio {a.shape[0]}")
         return torch.cat([v, a], dim=1)

@@ -11,17 +11,16 @@ class HanNet(nn.Module):
 
     Input ``(B, 1, n_mels, T)``, nominally ``(B, 1, 128, 43)`` (Han's 22,050 Hz, window 1024, hop 512
     log-mel; 43 frames ≈ 1.0 s). Blocks have 32, 64, 128, 256 channels with "same" zero padding and
-    LeakyReLU(0.33), as in Han. The first three blocks end in 3×3 max pooling (stride 3) and dropout 0.25;
-    the fourth ends in Han's global max pooling, which also lets the net take any ``T`` ≥ 27
-    (three valid 3×3 poolings). Then FC 1024
-    (LeakyReLU) — the embedding — dropout 0.5 and the classifier. Han used sigmoid outputs for multi-label
-    IRMAS; the ICMR task is single-label, so ``forward`` returns logits for a softmax loss.
+    LeakyReLU(0.33), as in Han. The first three blocks end in 3×3 max pooling (stride 3) and dropout
+    0.25; the fourth ends in Han's global max pooling, so any ``T`` ≥ 27 works (three valid 3×3
+    poolings). Then FC 1024 + LeakyReLU (the embedding), dropout 0.5 and the classifier. Han used
+    sigmoid outputs for multi-label IRMAS; the ICMR task is single-label, so ``forward`` returns logits
+    for a softmax loss.
 
-    12 classes: 1,447,500 parameters (+256 for the input norm), the paper's "1.5 M".
+    12 classes: 1,447,404 parameters (1,447,148 without the input norm), the paper's "1.5 M".
 
-    ``input_norm`` adds a per-mel-bin BatchNorm on the input (not in Han, who scaled the waveform):
-    the feature store keeps raw dB values (−80…+40), and a net without any batch norm trains poorly
-    on unstandardised inputs.
+    ``input_norm`` adds a per-mel-bin BatchNorm on the input (not in Han): the feature store keeps raw
+    dB values, and a net with no batch norm anywhere trains poorly on unstandardised inputs.
     """
 
     def __init__(

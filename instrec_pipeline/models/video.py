@@ -7,7 +7,7 @@ from torch import nn
 
 
 class FrameClassifier(nn.Module):
-    """MLP on 2048-d Inception v3 frame embeddings, trained frame by frame (every frame has its video's label).
+    """MLP on 2048-d Inception v3 frame embeddings, trained frame by frame (each with its video's label).
 
     The paper fine-tunes Inception v3 with a softmax on its 2048-d pool features, frame-level; training
     it end to end took 11–98 h per model, so this pipeline extracts the embeddings once (eval mode) and

@@ -58,7 +58,8 @@ class _Block(nn.Module):
 class XceptionAudio(nn.Module):
     """Xception for ``(B, 1, n_mels, T)`` log-mels, following the ICMR 2017 code (Keras, channels-last).
 
-    Input: Choi's log-mel, ``(B, 1, 96, 1366)`` (CC) or ``(B, 1, 96, 137)`` (UC segment); any ``T`` ≥ 5.
+    Input: Choi's log-mel, ``(B, 1, 96, 1366)`` (CC) or ``(B, 1, 96, 137)`` (UC segment); any ``T`` ≥ 7
+    and ``n_mels`` ≥ 52 work.
 
     * Entry: 64 filters of **48 × 3 = 48 mel bins × 3 frames** (kernel ``(48, 3)`` on ``(n_mels, T)``),
       stride 2, no padding: tall spectral-envelope (timbre) filters, the orientation of the authors'
@@ -71,8 +72,8 @@ class XceptionAudio(nn.Module):
       so any length works; the pooled 1024-d vector is the embedding; a linear classifier follows.
 
     Width: the paper says 768 filters in the separable convs and 9.6 M parameters; its code uses
-    Chollet's 728, and only 728 gives 9.6 M (12 classes: 9,566,108). ``middle_channels`` defaults to 728
-    for that reason; 768 gives 10,504,796 (+9 %).
+    Chollet's 728, and only 728 gives 9.6 M (12 classes: 9,653,492). ``middle_channels`` defaults to 728
+    for that reason; 768 gives 10,600,332 (+10 %).
     """
 
     def __init__(

@@ -1,0 +1,24 @@
+"""Small helpers the asset modules share: partition parsing and metadata tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
+
+from instrec_pipeline.partitions import split_key
+
+MAX_TABLE_ROWS = 200
+
+
+def partition(context: AssetExecutionContext) -> tuple[str, str]:
+    return split_key(context.partition_key)
+
+
+def failures_table(failures: Mapping[str, str]) -> MetadataValue:
+    """Failed videos with their reasons, as a table the UI shows (the first 200; the count is separate)."""
+    rows = sorted(failures.items())[:MAX_TABLE_ROWS]
+    return MetadataValue.table(
+        records=[TableRecord({"video_id": v, "reason": r}) for v, r in rows],
+        schema=TableSchema(columns=[TableColumn("video_id", "string"), TableColumn("reason", "string")]),
+    )

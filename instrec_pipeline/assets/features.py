@@ -1,0 +1,51 @@
+"""log_mel and frame_embeddings: per dataset × split, from the demuxed audio and frames."""
+
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+
+from instrec_pipeline.assets.common import partition
+from instrec_pipeline.assets.videos import demux
+from instrec_pipeline.features.logmel import MEL_INPUTS
+from instrec_pipeline.features.partition import embedding_partition, logmel_partition
+from instrec_pipeline.features.store import params_digest
+from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
+from instrec_pipeline.partitions import dataset_split_partitions
+from instrec_pipeline.resources import ComputeResource, ExtractionResource, StoreResource
+
+GROUP = "features"
+
+
+@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[demux], code_version="1", pool="gpu")
+def log_mel(context: AssetExecutionContext, store: StoreResource, compute: ComputeResource) -> MaterializeResult:
+    """Log-mel spectrograms (torchaudio, librosa-compatible) for the Choi and Han inputs, whole videos."""
+    dataset, split = partition(context)
+    group = store.layout.features.group(dataset, split)
+    device = str(resolve_device(compute.device))
+    metadata: dict[str, object] = {"device": device}
+    versions = []
+    for mel in MEL_INPUTS.values():
+        target, summary = logmel_partition(group, mel, device)
+        metadata[f"{mel.name}_processed"] = summary.processed
+        metadata[f"{mel.name}_skipped"] = summary.skipped
+        metadata[f"{mel.name}_frames"] = target.n_rows
+        metadata[f"{mel.name}_params"] = MetadataValue.json(target.params)
+        versions.append(target.data_version())
+    return MaterializeResult(metadata=metadata, data_version=DataVersion(params_digest({"v": versions})))
+
+
+@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[demux], code_version="1", pool="gpu")
+def frame_embeddings(
+    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, extraction: ExtractionResource
+) -> MaterializeResult:
+    """Inception v3 penultimate (2048-d) embeddings of every frame, eval mode, batched across videos."""
+    dataset, split = partition(context)
+    group = store.layout.features.group(dataset, split)
+    embedder = FrameEmbedder(extraction.inception_weights, compute.device, compute.batch_size)
+    if embedder.weights.kind == "random":
+        context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
+    target, summary = embedding_partition(group, embedder)
+    return MaterializeResult(
+        metadata={"processed": summary.processed, "skipped": summary.skipped, "frames": target.n_rows,
+                  "device": str(embedder.device), "weights": embedder.weights.kind,
+                  "weights_source": embedder.weights.source, "params": MetadataValue.json(target.params)},
+        data_version=DataVersion(target.data_version()),
+    )

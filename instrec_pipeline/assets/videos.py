@@ -1,0 +1,87 @@
+"""manifest → raw_videos → demux: per dataset × split."""
+
+import hashlib
+
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+
+from instrec_pipeline.assets.common import failures_table, partition
+from instrec_pipeline.datasets.registry import datasets, load_manifest
+from instrec_pipeline.features.logmel import MEL_INPUTS
+from instrec_pipeline.features.store import RaggedArray
+from instrec_pipeline.layout import read_csv, write_csv_atomic
+from instrec_pipeline.media.partition import demux_partition, fetch_partition
+from instrec_pipeline.parallel import executor
+from instrec_pipeline.partitions import dataset_split_partitions
+from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
+
+GROUP = "videos"
+SAMPLE_RATES = tuple(sorted({m.sample_rate for m in MEL_INPUTS.values()}))
+
+
+@asset(partitions_def=dataset_split_partitions, group_name=GROUP, code_version="1")
+def manifest(context: AssetExecutionContext, store: StoreResource, extraction: ExtractionResource) -> MaterializeResult:
+    """The validated list of videos of one dataset × split (id, source, label); bad rows reported by row."""
+    dataset, split = partition(context)
+    layout = store.layout
+    m = load_manifest(dataset, layout.dataset_dir(dataset), seed=extraction.seed)
+    table = m.table[m.table["split"] == split].reset_index(drop=True)
+    path = layout.table(dataset, split, "manifest")
+    write_csv_atomic(table, path)
+    for r in m.rejected[:50]:
+        context.log.warning(f"manifest {dataset}: rejected {r}")
+    counts = table["label"].value_counts().reindex(list(m.classes), fill_value=0)
+    return MaterializeResult(
+        metadata={
+            "videos": len(table),
+            "rejected_rows": len(m.rejected),
+            "rejected": MetadataValue.md("\n".join(f"- {r}" for r in m.rejected[:200]) or "none"),
+            "per_class": MetadataValue.json({k: int(v) for k, v in counts.items()}),
+            "path": MetadataValue.path(str(path)),
+        },
+        data_version=DataVersion(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]),
+    )
+
+
+@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[manifest], code_version="1")
+def raw_videos(
+    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, media: MediaResource
+) -> MaterializeResult:
+    """Each video fetched into the content-addressed raw store (already-fetched ones are not fetched again)."""
+    dataset, split = partition(context)
+    layout = store.layout
+    table = read_csv(layout.table(dataset, split, "manifest"))
+    media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
+    with executor(compute.workers) as pool:
+        out, summary = fetch_partition(table, layout.raw, media_root, pool,
+                                       retries=media.retries, timeout=media.timeout_s)
+    path = layout.table(dataset, split, "raw_videos")
+    write_csv_atomic(out, path)
+    digest = hashlib.sha256(out[["video_id", "raw_path"]].to_csv(index=False).encode()).hexdigest()[:16]
+    return MaterializeResult(
+        metadata={"videos": len(out), "fetched": summary.processed, "failed": len(summary.failed),
+                  "failures": failures_table(summary.failed), "path": MetadataValue.path(str(path))},
+        data_version=DataVersion(digest),
+    )
+
+
+@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[raw_videos], code_version="1")
+def demux(
+    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, extraction: ExtractionResource
+) -> MaterializeResult:
+    """Frames at 1 fps (RGB, resized and centre-cropped) and mono audio at each model's sample rate."""
+    dataset, split = partition(context)
+    layout = store.layout
+    raw = read_csv(layout.table(dataset, split, "raw_videos"))
+    params = extraction.demux_params(SAMPLE_RATES)
+    group = layout.features.group(dataset, split)
+    with executor(compute.workers) as pool:
+        summary = demux_partition(raw, group, params, pool)
+    layout.features.record_failures(dataset, split, "demux", summary.failed)
+    frames = RaggedArray.read(group, "frames")
+    return MaterializeResult(
+        metadata={"videos": len(frames), "processed": summary.processed, "skipped": summary.skipped,
+                  "failed": len(summary.failed), "failures": failures_table(summary.failed),
+                  "frames": frames.n_rows, "params": MetadataValue.json(frames.params),
+                  "zarr": MetadataValue.path(str(layout.features.group_path(dataset, split)))},
+        data_version=DataVersion(frames.data_version()),
+    )

@@ -1,0 +1,105 @@
+"""Late fusion of the trained unimodal nets' penultimate features on (k + 1, n) inputs.
+
+The unimodal nets are frozen and run in eval mode to produce the inputs (the 2017 code extracted with
+dropout and batch norm in training mode). A missing modality is zeros; during training one modality is
+dropped at random (``modality_dropout``) so the fused net learns to work with either alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from instrec_pipeline.models import LateFusionNet
+from instrec_pipeline.training.data import sample_frames
+from instrec_pipeline.training.loop import FitResult, StopRule, class_weights, fit, seed_everything
+
+
+@dataclass(frozen=True)
+class FusionTrainConfig:
+    k: int = 20
+    n: int = 1024
+    hidden: int = 1024
+    lr: float = 1e-3
+    batch_size: int = 32
+    max_epochs: int = 50
+    patience: int = 5
+    modality_dropout: float = 0.2
+    balanced: bool = False
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class FusionInputs:
+    """Per split: ids, labels, per-video frame features (n_i, dv) and audio vector (da,), when present."""
+
+    video_ids: list[str]
+    labels: np.ndarray
+    video: dict[str, np.ndarray]
+    audio: dict[str, np.ndarray]
+
+
+def stack_batch(inp: FusionInputs, idx: np.ndarray, k: int, dv: int, da: int,
+                rng: np.random.Generator | None, drop: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, k, dv)`` frames and ``(B, da)`` audio for videos ``idx``; zeros where a modality is missing."""
+    v = np.zeros((len(idx), k, dv), np.float32)
+    a = np.zeros((len(idx), da), np.float32)
+    for row, i in enumerate(idx):
+        vid = inp.video_ids[i]
+        has_v, has_a = vid in inp.video, vid in inp.audio
+        if rng is not None and drop and has_v and has_a and rng.random() < drop:
+            has_v, has_a = (False, True) if rng.random() < 0.5 else (True, False)
+        if has_v:
+            f = inp.video[vid]
+            v[row] = f[sample_frames(len(f), k, rng)]
+        if has_a:
+            a[row] = inp.audio[vid]
+    return v, a
+
+
+@torch.no_grad()
+def fusion_probs(model: LateFusionNet, inp: FusionInputs, n_classes: int, device: torch.device,
+                 use_video: bool = True, use_audio: bool = True) -> np.ndarray:
+    """Clip probabilities with k uniformly spaced frames; ``use_*=False`` removes a modality (zeros)."""
+    model.eval()
+    idx = np.arange(len(inp.video_ids))
+    v, a = stack_batch(inp, idx, model.k, model.video_dim, model.audio_dim, rng=None)
+    if not len(idx):
+        return np.zeros((0, n_classes), np.float32)
+    vt = torch.from_numpy(v).to(device) if use_video else None
+    at = torch.from_numpy(a).to(device) if use_audio else None
+    return torch.softmax(model(vt, at), dim=-1).cpu().numpy()
+
+
+def train_fusion(train: FusionInputs, val: FusionInputs, n_classes: int, dv: int, da: int,
+                 cfg: FusionTrainConfig, device: torch.device) -> tuple[LateFusionNet, FitResult]:
+    seed_everything(cfg.seed)
+    model = LateFusionNet(n_classes, video_dim=dv, audio_dim=da, n=cfg.n, k=cfg.k, hidden=cfg.hidden).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+
+    def batches(_: int) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        order = rng.permutation(len(train.video_ids))
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2:  # batch norm needs two samples
+                continue
+            v, a = stack_batch(train, idx, cfg.k, dv, da, rng, cfg.modality_dropout)
+            xb = (torch.from_numpy(v).to(device), torch.from_numpy(a).to(device))
+            yield xb, torch.from_numpy(train.labels[idx]).to(device)
+
+    def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        return val.labels, fusion_probs(m, val, n_classes, device)
+
+    result = fit(
+        model, optimizer, batches, lambda m, xb: m(*xb), validate, StopRule(cfg.max_epochs, cfg.patience),
+        class_weights=class_weights(train.labels, n_classes, device) if cfg.balanced else None,
+    )
+    return model, result

@@ -1,0 +1,119 @@
+"""The one training loop all models share: seeded, early-stopped on the val split, best state kept.
+
+The test split never reaches this module: it is the report's alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from instrec_pipeline.evaluation.metrics import hit_at_k
+
+Batch = tuple[Any, torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same CPU → same weights and metrics (deterministic kernels where torch has them)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StopRule:
+    max_epochs: int
+    patience: int
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_batches: Callable[[int], Iterable[Batch]],
+    forward: Callable[[nn.Module, Any], torch.Tensor],
+    validate: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]],
+    stop: StopRule,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> FitResult:
+    """Train until val Hit@1 (ties: lower val loss) has not improved for ``stop.patience`` epochs.
+
+    ``train_batches(epoch)`` yields ``(inputs, labels)``; ``forward(model, inputs)`` gives logits;
+    ``validate(model)`` returns video-level ``(y_true, probs)`` on the val split. The best epoch's
+    weights are loaded back into ``model`` at the end.
+    """
+    import time
+
+    start = time.perf_counter()
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+    result = FitResult(history={"train_loss": [], "val_loss": [], "val_hit1": []})
+    best: tuple[float, float] | None = None
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(stop.max_epochs):
+        model.train()
+        losses = []
+        for inputs, labels in train_batches(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(forward(model, inputs), labels)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        if scheduler is not None:
+            scheduler.step()
+        model.eval()
+        y_val, p_val = validate(model)
+        val_loss = float(-np.log(np.clip(p_val[np.arange(len(y_val)), y_val], 1e-12, None)).mean())
+        val_hit1 = hit_at_k(y_val, p_val, 1)
+        result.history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        result.history["val_loss"].append(val_loss)
+        result.history["val_hit1"].append(val_hit1)
+        result.epochs_run = epoch + 1
+        key = (val_hit1, -val_loss)
+        if best is None or key > best:
+            best, result.best_epoch = key, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - result.best_epoch >= stop.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """State dict + plain metadata + extra tensors, loadable with ``torch.load(weights_only=True)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": model.state_dict(), "meta": meta, "tensors": tensors}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: materialise the model asset first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def class_weights(labels: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1), for imbalanced datasets such as YT-8M's 30:1."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64).clip(min=1)
+    w = counts.sum() / (n_classes * counts)
+    return torch.tensor(w / w.mean(), dtype=torch.float32, device=device)

@@ -1,0 +1,110 @@
+"""The multi-frame video model: a frame classifier over stored Inception embeddings.
+
+Trained frame-level with the video's label, ``k`` frames drawn at random per video per epoch; evaluated
+by averaging the frame probabilities of a video. Embeddings are standardised with the train split's
+statistics (stored in the checkpoint), which also keeps randomly initialised Inception features usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from instrec_pipeline.models import FrameClassifier
+from instrec_pipeline.training.data import SplitData, sample_frames
+from instrec_pipeline.training.loop import FitResult, StopRule, class_weights, fit, seed_everything
+
+
+@dataclass(frozen=True)
+class VideoTrainConfig:
+    """Defaults are the paper's: k = 20 frames, SGD lr 1e-4, momentum 0.9, halved every 5 epochs."""
+
+    k: int = 20
+    hidden: int = 1024
+    dropout: float = 0.5
+    lr: float = 1e-4
+    momentum: float = 0.9
+    halve_every: int = 5
+    batch_size: int = 64
+    max_epochs: int = 50
+    patience: int = 5
+    balanced: bool = False
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Standardizer:
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, frames: dict[str, np.ndarray]) -> Standardizer:
+        allf = np.concatenate(list(frames.values())).astype(np.float64)
+        return cls(allf.mean(0).astype(np.float32), (allf.std(0) + 1e-6).astype(np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+
+
+@torch.no_grad()
+def video_probs(model: FrameClassifier, data: SplitData, norm: Standardizer, n_classes: int,
+                device: torch.device) -> np.ndarray:
+    """Mean of frame probabilities per video; a video without frames gets the uniform prior."""
+    model.eval()
+    probs = np.full((len(data.video_ids), n_classes), 1.0 / n_classes, np.float32)
+    for i, v in enumerate(data.video_ids):
+        if v in data.frames:
+            x = torch.from_numpy(norm(data.frames[v])).to(device)
+            probs[i] = torch.softmax(model(x), dim=-1).mean(0).cpu().numpy()
+    return probs
+
+
+@torch.no_grad()
+def frame_embeddings(model: FrameClassifier, data: SplitData, norm: Standardizer,
+                     device: torch.device) -> dict[str, np.ndarray]:
+    """The video model's penultimate features per frame, in eval mode (the fusion's video input)."""
+    model.eval()
+    return {v: model.embed(torch.from_numpy(norm(f)).to(device)).cpu().numpy() for v, f in data.frames.items()}
+
+
+def train_video(train: SplitData, val: SplitData, n_classes: int, cfg: VideoTrainConfig,
+                device: torch.device) -> tuple[FrameClassifier, Standardizer, FitResult]:
+    seed_everything(cfg.seed)
+    ids = [v for v in train.video_ids if v in train.frames]
+    if not ids:
+        raise ValueError("no training video has frames: cannot train the video model")
+    norm = Standardizer.fit({v: train.frames[v] for v in ids})
+    frames = {v: norm(train.frames[v]) for v in ids}
+    label = train.label_of()
+    model = FrameClassifier(n_classes, hidden_dims=(cfg.hidden,), dropout=cfg.dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.halve_every, gamma=0.5)
+    rng = np.random.default_rng(cfg.seed)
+
+    def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x = np.concatenate([frames[v][sample_frames(len(frames[v]), cfg.k, rng)] for v in ids])
+        y = np.repeat([label[v] for v in ids], cfg.k)
+        order = rng.permutation(len(x))
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            yield torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
+
+    def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        return val.labels, video_probs(m, val, norm, n_classes, device)
+
+    y_all = np.array([label[v] for v in ids], np.int64)
+    result = fit(
+        model, optimizer, batches, lambda m, xb: m(xb), validate, StopRule(cfg.max_epochs, cfg.patience),
+        scheduler=scheduler, class_weights=class_weights(y_all, n_classes, device) if cfg.balanced else None,
+    )
+    return model, norm, result

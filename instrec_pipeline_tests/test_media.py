@@ -1,0 +1,478 @@
+"""Media stage: probe, demux (frame instants, geometry, colour, audio) and fetch (raw store, HTTP, yt).
+
+All media is generated with ffmpeg's lavfi sources into temporary directories; the HTTP tests run a real
+server on 127.0.0.1. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import instrec_pipeline.media.fetch as fetch_mod
+from instrec_pipeline.media.demux import DemuxParams, demux, expected_frame_count, frame_instants, iter_frames
+from instrec_pipeline.media.errors import MediaError
+from instrec_pipeline.media.fetch import fetch, source_key
+from instrec_pipeline.media.probe import _rotation, probe
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+
+def ffmpeg(*args: str | Path) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *map(str, args)], check=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Timestamp-labelled videos: every frame shows its source frame number N, in base 4, as four grey stripes
+# (12 rows each, levels 32/96/160/224), which survive lossy coding. Decoding the stripes of a demuxed frame
+# tells exactly which source frame was picked.
+# --------------------------------------------------------------------------------------------------------
+
+LABEL = "geq=lum='32+64*mod(floor(N/pow(4\\,floor(Y/12)))\\,4)':cb=128:cr=128"
+VFR_KEEP = "lt(mod(n*7\\,11)\\,6)*not(between(n\\,40\\,80))"  # irregular drops plus a 1.4 s gap
+
+
+def _vfr_kept(n: int) -> bool:
+    return (n * 7) % 11 < 6 and not 40 <= n <= 80
+
+
+def read_labels(frames: np.ndarray) -> list[int]:
+    out = []
+    for frame in frames:
+        grey = frame[..., 1].astype(np.float64)
+        digits = [int(round((grey[12 * k + 4 : 12 * k + 8, 20:28].mean() - 32) / 64)) for k in range(4)]
+        out.append(sum(d * 4**k for k, d in enumerate(digits)))
+    return out
+
+
+TIMING_CASES = {
+    # name: (file, rate, duration, codec args, vfr, expected frame count)
+    "25fps_7.4s_mkv_h264": ("t25.mkv", Fraction(25), 7.4, ["-c:v", "libx264"], False, 7),
+    "ntsc_7.6s_mp4_h264": ("tntsc.mp4", Fraction(30000, 1001), 7.6, ["-c:v", "libx264"], False, 8),
+    "10fps_3.0s_webm_vp9": (
+        "t10.webm", Fraction(10), 3.0, ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"],
+        False, 3,
+    ),
+    "vfr_7.6s_mp4_h264": ("tvfr.mp4", Fraction(30), 7.6, ["-c:v", "libx264", "-fps_mode", "vfr"], True, 8),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def timing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("timing")
+    for file, rate, duration, codec, vfr, _ in TIMING_CASES.values():
+        chain = f"nullsrc=s=64x48:r={rate}:d={duration},{LABEL}" + (f",select='{VFR_KEEP}'" if vfr else "")
+        ffmpeg("-f", "lavfi", "-i", chain, *codec, "-pix_fmt", "yuv420p", root / file)
+    return root
+
+
+@pytest.mark.parametrize("case", list(TIMING_CASES))
+def test_frames_are_the_ones_on_screen_at_the_half_second_instants(timing_dir: Path, case: str) -> None:
+    file, rate, duration, _, vfr, count = TIMING_CASES[case]
+    d = demux(timing_dir / file, DemuxParams(resize=48, crop=48, sample_rates=()))
+    assert len(d.frames) == count == expected_frame_count(d.info.duration)
+    assert d.frames.shape == (count, 48, 48, 3) and d.frames.dtype == np.uint8
+    np.testing.assert_allclose(d.frame_times, np.arange(count) + 0.5)
+    assert d.audio == {}
+    # Source frame N is shown from N/rate on; the expected pick is the last one with N/rate <= t.
+    total = int(np.ceil(duration * rate))
+    shown = [n for n in range(total) if not vfr or _vfr_kept(n)]
+    expected = [max(n for n in shown if Fraction(n) / rate <= Fraction(t)) for t in d.frame_times]
+    assert read_labels(d.frames) == expected
+    if case.startswith("10fps"):
+        assert expected == [5, 15, 25]  # frames exactly on an instant count as shown (t <= t_i)
+    if vfr:
+        assert expected[1] == expected[2] == 38  # the gap repeats the last frame before it
+
+
+def test_iter_frames_streams_the_same_frames_in_batches(timing_dir: Path) -> None:
+    params = DemuxParams(resize=48, crop=48)
+    batches = list(iter_frames(timing_dir / "t25.mkv", params, batch=3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate(batches), demux(timing_dir / "t25.mkv", params).frames)
+    it = iter_frames(timing_dir / "tvfr.mp4", params, batch=2)
+    assert len(next(it)) == 2
+    it.close()  # stopping early kills ffmpeg and cleans up without error
+
+
+@pytest.mark.parametrize(
+    ("duration", "fps", "count"),
+    [(3.0, 1, 3), (7.4, 1, 7), (7.6, 1, 8), (7.5, 1, 7), (7.5000000001, 1, 7), (7.5001, 1, 8), (0.3, 1, 1),
+     (1.0, 1, 1), (1.5, 1, 1), (3.0, 2, 6), (10.0, 0.25, 2), (0.0, 1, 0)],
+)  # fmt: skip
+def test_expected_frame_count(duration: float, fps: float, count: int) -> None:
+    assert expected_frame_count(duration, fps) == count
+    assert len(frame_instants(duration, fps)) == count
+
+
+def test_video_shorter_than_half_a_second_gives_its_last_frame(tmp_path: Path) -> None:
+    ffmpeg("-f", "lavfi", "-i", f"nullsrc=s=64x48:r=25:d=0.3,{LABEL}", "-c:v", "libx264", tmp_path / "s.mp4")
+    d = demux(tmp_path / "s.mp4", DemuxParams(resize=48, crop=48))
+    assert read_labels(d.frames) == [7] and d.frame_times.tolist() == [pytest.approx(0.32)]
+
+
+def test_video_stream_shorter_than_audio_repeats_last_frame(tmp_path: Path) -> None:
+    ffmpeg("-f", "lavfi", "-i", f"nullsrc=s=64x48:r=10:d=2,{LABEL}", "-f", "lavfi", "-i", "sine=d=4",
+           "-c:v", "libx264", "-c:a", "flac", tmp_path / "a.mkv")  # fmt: skip
+    d = demux(tmp_path / "a.mkv", DemuxParams(resize=48, crop=48, sample_rates=(8000,)))
+    assert read_labels(d.frames) == [5, 15, 19, 19]  # what a player shows once the video has ended
+    assert abs(len(d.audio[8000]) - 32000) <= 4
+
+
+# --------------------------------------------------------------------------------------------------------
+# Containers, codecs, geometry, colour
+# --------------------------------------------------------------------------------------------------------
+
+FORMATS = {
+    "mp4_h264_aac": ("v.mp4", ["-c:v", "libx264", "-c:a", "aac"], 48000, 1, True),
+    "webm_vp9_opus": ("v.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                                 "-c:a", "libopus"], 48000, 1, True),
+    "mkv_h264_flac51": ("v.mkv", ["-c:v", "libx264", "-c:a", "flac"], 8000, 6, False),
+    "mov_mjpeg_pcm": ("v.mov", ["-c:v", "mjpeg", "-c:a", "pcm_s16le"], 8000, 1, False),
+    "avi_mpeg4_mp3": ("v.avi", ["-c:v", "mpeg4", "-c:a", "libmp3lame"], 48000, 1, True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FORMATS))
+def test_containers_and_codecs(tmp_path: Path, case: str) -> None:
+    file, codec, sr, channels, lossy = FORMATS[case]
+    # 5.1 with the tone in FL only: an average of all six channels has 1/6 of its amplitude.
+    layout = ["-af", "pan=5.1|FL=c0"] if channels == 6 else []
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2", "-f", "lavfi", "-i", f"sine=f=440:r={sr}:d=2",
+           *layout, *codec, tmp_path / file)  # fmt: skip
+    info = probe(tmp_path / file)
+    assert info.has_video and info.has_audio and (info.width, info.height) == (96, 64)
+    assert info.sample_rate == sr and info.channels == channels
+    assert info.duration == pytest.approx(2, abs=0.05)
+    d = demux(tmp_path / file)
+    assert d.frames.shape == (2, 224, 224, 3) and d.frames.dtype == np.uint8
+    assert sorted(d.audio) == [12000, 22050]
+    for rate, audio in d.audio.items():
+        assert audio.dtype == np.float32 and audio.ndim == 1 and np.abs(audio).max() <= 1
+        # lossless: exact to a few samples; lossy codecs add up to one frame of encoder delay/padding
+        assert abs(len(audio) - 2 * rate) <= (0.05 * rate if lossy else 4)
+        peak = np.abs(audio[rate // 10 : -rate // 10]).max()
+        assert peak == pytest.approx(0.125 / channels, rel=0.1 if lossy else 0.02)  # lavfi sine: 1/8
+
+
+def test_stereo_is_averaged_to_mono(tmp_path: Path) -> None:
+    ffmpeg("-f", "lavfi", "-i", "sine=f=1000:r=48000:d=1", "-af", "pan=stereo|c0=c0|c1=0*c0",
+           "-c:a", "pcm_s16le", tmp_path / "lr.wav")  # fmt: skip
+    d = demux(tmp_path / "lr.wav", DemuxParams(sample_rates=(48000, 8000)))
+    assert d.frames.shape == (0, 224, 224, 3) and d.frame_times.shape == (0,)  # audio-only
+    assert d.info.channels == 2 and not d.info.has_video
+    for rate, audio in d.audio.items():
+        assert len(audio) == rate
+        rms = float(np.sqrt(np.mean(audio[100:-100].astype(np.float64) ** 2)))
+        assert rms == pytest.approx(0.125 / 2 / np.sqrt(2), rel=0.01)  # half the left channel's RMS
+
+
+def test_pure_red_is_red(tmp_path: Path) -> None:
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x64:r=5:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           tmp_path / "red.mp4")  # fmt: skip
+    frame = demux(tmp_path / "red.mp4").frames[0].reshape(-1, 3).mean(axis=0)
+    assert frame[0] > 230 and frame[1] < 30 and frame[2] < 30
+
+
+def _bar(frame: np.ndarray, axis: int) -> tuple[int, float]:
+    """Width and centre of the bright bar across ``axis`` (1: columns, 0: rows) of a frame."""
+    profile = frame[..., 1].astype(np.float64).mean(axis=1 - axis)
+    bright = np.flatnonzero(profile > 128)
+    return len(bright), float(bright.mean())
+
+
+@pytest.mark.parametrize(
+    ("size", "sar", "box", "axis", "bar"),
+    [
+        ("161x97", 1, "x=70:y=0:w=21:h=97", 1, 21 * 256 / 97),  # odd landscape, vertical bar
+        ("180x320", 1, "x=0:y=150:w=180:h=20", 0, 20 * 256 / 180),  # portrait, horizontal bar
+        ("96x96", 2, "x=43:y=0:w=10:h=96", 1, 2 * 10 * 256 / 96),  # anamorphic: displayed 192x96
+    ],
+)
+def test_resize_shorter_side_and_centre_crop(
+    tmp_path: Path, size: str, sar: int, box: str, axis: int, bar: float
+) -> None:
+    src = f"color=c=black:s={size}:r=5:d=1,drawbox={box}:color=white:t=fill,setsar={sar}"
+    ffmpeg("-f", "lavfi", "-i", src, "-c:v", "ffv1", tmp_path / "g.mkv")
+    frame = demux(tmp_path / "g.mkv", DemuxParams(resize=256, crop=224)).frames[0]
+    assert frame.shape == (224, 224, 3)
+    width, centre = _bar(frame, axis)
+    assert abs(width - bar) <= 2  # the bar scaled by resize / shorter displayed side: aspect kept
+    assert abs(centre - 111.5) <= 1  # and still in the middle: centre crop
+
+
+def test_video_without_audio(timing_dir: Path) -> None:
+    d = demux(timing_dir / "t25.mkv")
+    assert d.audio == {} and d.frames.shape == (7, 224, 224, 3) and not d.info.has_audio
+
+
+def test_params_validation() -> None:
+    with pytest.raises(ValueError):
+        DemuxParams(resize=200, crop=224)
+    with pytest.raises(ValueError):
+        DemuxParams(fps=0)
+    assert DemuxParams(resize=342, crop=299).crop == 299
+
+
+def test_rotation_side_data_is_read() -> None:
+    assert _rotation({"side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]}) == -90
+    assert _rotation({"tags": {"rotate": "270"}}) == 270
+    assert _rotation({}) == 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Broken inputs and awkward names
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mp4s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mp4")
+    for name, flags in (("plain.mp4", []), ("faststart.mp4", ["-movflags", "+faststart"])):
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=4", "-f", "lavfi", "-i", "sine=d=4",
+               "-c:v", "libx264", "-c:a", "aac", *flags, root / name)  # fmt: skip
+    return root
+
+
+def _broken(kind: str, mp4s: Path, tmp: Path) -> Path:
+    path = tmp / f"{kind}.mp4"
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.touch()
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    elif kind == "text":
+        path.write_text("not a video\n" * 100)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "image":
+        path = tmp / "still.png"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48", "-frames:v", "1", path)
+    else:  # truncated_plain (moov at the end: gone) / truncated_faststart (moov kept, media data cut)
+        data = (mp4s / ("plain.mp4" if kind == "truncated_plain" else "faststart.mp4")).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("missing", "not found"), ("empty", "empty"), ("random", "Invalid data"), ("text", "Invalid data"),
+     ("directory", "not a regular file"), ("image", "duration"), ("truncated_plain", "moov atom not found"),
+     ("truncated_faststart", "truncated")],
+)  # fmt: skip
+def test_broken_inputs_raise_media_error(
+    mp4s: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, reason: str
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    path = _broken(kind, mp4s, tmp_path)
+    with pytest.raises(MediaError) as excinfo:
+        demux(path)
+    assert reason in excinfo.value.reason
+    assert str(excinfo.value) == f"{path.name}: {excinfo.value.reason}"
+    if kind != "truncated_faststart":
+        with pytest.raises(MediaError):
+            probe(path)
+    assert not list(scratch.iterdir())  # the private audio directory is gone
+
+
+def test_media_error_id_can_be_overwritten_and_pickled() -> None:
+    import pickle
+
+    err = MediaError("boom", "x.mp4")
+    err.video_id = "yt:abc"
+    assert str(err) == "yt:abc: boom"
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.reason, again.video_id) == ("boom", "yt:abc")
+
+
+def test_weird_file_names(mp4s: Path, tmp_path: Path) -> None:
+    canary = tmp_path / "pwned"
+    for name in ["with space 'quote' \"dq\" $(touch pwned) `touch pwned`; ü名 é.mp4", "-starts-with-dash.mp4",
+                 "http:colon|pipe.mp4", "100%d.mp4"]:  # fmt: skip
+        path = tmp_path / name
+        shutil.copy(mp4s / "plain.mp4", path)
+        d = demux(path, DemuxParams(resize=64, crop=64, sample_rates=(8000,)))
+        assert d.frames.shape == (4, 64, 64, 3) and abs(len(d.audio[8000]) - 32000) < 400
+    assert not canary.exists() and not Path("pwned").exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# fetch
+# --------------------------------------------------------------------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _store_objects(raw_root: Path) -> list[Path]:
+    return [p for p in raw_root.glob("??/*") if p.is_file()]
+
+
+def test_fetch_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    media, raw = tmp_path / "media", tmp_path / "raw"
+    (media / "sub dir").mkdir(parents=True)
+    src = media / "sub dir" / "Clip.MP4"
+    src.write_bytes(b"video bytes v1")
+    digest = _sha(b"video bytes v1")
+    out = fetch("sub dir/Clip.MP4", raw, media_root=media)
+    assert out == raw / digest[:2] / f"{digest}.mp4" and out.read_bytes() == b"video bytes v1"
+    assert fetch(str(src), raw) == out  # the absolute spelling is the same source
+    entry = json.loads(next((raw / "index").glob("*.json")).read_text())
+    assert entry["digest"] == digest and entry["size"] == 14 and entry["mtime_ns"] == src.stat().st_mtime_ns
+    assert entry["key"] == source_key(str(src))
+
+    def no_rehash(*args, **kwargs):
+        raise AssertionError("unchanged local file was hashed again")
+
+    monkeypatch.setattr(fetch_mod, "_copy_hashing", no_rehash)
+    assert fetch("sub dir/Clip.MP4", raw, media_root=media) == out
+    monkeypatch.undo()
+
+    src.write_bytes(b"video bytes v2, longer")  # changed size and mtime: fetched again
+    out2 = fetch("sub dir/Clip.MP4", raw, media_root=media)
+    assert out2.read_bytes() == b"video bytes v2, longer" and out2 != out and out.exists()
+    src.write_bytes(b"video bytes v3, longe!")  # same size, new mtime
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert fetch("sub dir/Clip.MP4", raw, media_root=media).read_bytes() == b"video bytes v3, longe!"
+    assert not list((raw / ".tmp").iterdir())
+
+    with pytest.raises(MediaError, match="file not found"):
+        fetch("nope.mp4", raw, media_root=media)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    body = b"\x00\x01fake mp4 payload" * 5000
+    requests: Counter[str] = Counter()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, body: bytes, ctype: str = "video/mp4") -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        n = self.requests[self.path] = self.requests[self.path] + 1
+        if self.path == "/video.mp4":
+            self._send(self.body)
+        elif self.path == "/watch?v=1":
+            self._send(self.body[::-1], "video/webm")
+        elif self.path == "/flaky.mp4" and n <= 2:
+            self.send_error(503, "busy")
+        elif self.path == "/flaky.mp4":
+            self._send(self.body)
+        elif self.path == "/drop.mp4":  # promise the whole body, send half, hang up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(self.body[: len(self.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif self.path == "/to-ftp":
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/x.mp4")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self.send_error(404)
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    _Handler.requests = Counter()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_http_is_content_addressed_and_idempotent(server: str, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    out = fetch(f"{server}/video.mp4", raw)
+    digest = _sha(_Handler.body)
+    assert out == raw / digest[:2] / f"{digest}.mp4" and out.read_bytes() == _Handler.body
+    assert fetch(f"{server}/video.mp4", raw) == out
+    assert _Handler.requests["/video.mp4"] == 1  # second call served from the index
+    # no extension in the URL: taken from Content-Type
+    assert fetch(f"{server}/watch?v=1", raw).suffix == ".webm"
+
+
+def test_fetch_http_retries_5xx_with_backoff(server: str, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    out = fetch(f"{server}/flaky.mp4", tmp_path / "raw", retries=3, backoff=0.05)
+    assert out.read_bytes() == _Handler.body and _Handler.requests["/flaky.mp4"] == 3
+    assert time.monotonic() - t0 >= 0.05 + 0.1  # slept 0.05 then 0.1
+    _Handler.requests.clear()
+    with pytest.raises(MediaError, match="503"):
+        fetch(f"{server}/flaky.mp4", tmp_path / "raw2", retries=1, backoff=0.01)
+    assert _Handler.requests["/flaky.mp4"] == 2
+
+
+def test_fetch_http_errors_are_not_retried_or_stored(server: str, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    with pytest.raises(MediaError, match="404"):
+        fetch(f"{server}/missing.mp4", raw, backoff=0.01)
+    assert _Handler.requests["/missing.mp4"] == 1
+    with pytest.raises(MediaError, match="redirect"):
+        fetch(f"{server}/to-ftp", raw, backoff=0.01)
+    with pytest.raises(MediaError, match="giving up"):
+        fetch("http://127.0.0.1:9/x.mp4", raw, retries=1, backoff=0.01, timeout=2)  # connection refused
+    assert _store_objects(raw) == []
+
+
+def test_dropped_connection_leaves_nothing_in_the_store(server: str, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    with pytest.raises(MediaError, match="truncated") as excinfo:
+        fetch(f"{server}/drop.mp4", raw, retries=2, backoff=0.01)
+    assert excinfo.value.video_id == f"{server}/drop.mp4"
+    assert _Handler.requests["/drop.mp4"] == 3
+    assert _store_objects(raw) == [] and not list((raw / ".tmp").iterdir())
+    assert not (raw / "index").exists() or not list((raw / "index").iterdir())
+
+
+@pytest.mark.parametrize(
+    "source", ["ftp://example.com/a.mp4", "file:///etc/passwd", "s3://bucket/key.mp4", "yt:not-an-id",
+               "youtube:", "   "],
+)  # fmt: skip
+def test_refused_sources(tmp_path: Path, source: str) -> None:
+    with pytest.raises(MediaError):
+        fetch(source, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_youtube_fails_fast_and_clearly_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Route yt-dlp through a proxy that refuses connections, so the test is offline whatever the machine.
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(MediaError, match="yt-dlp failed") as excinfo:
+        fetch("youtube:dQw4w9WgXcQ", tmp_path / "raw", retries=0, timeout=5)
+    assert time.monotonic() - t0 < 20
+    assert excinfo.value.video_id == "youtube:dQw4w9WgXcQ"
+    assert _store_objects(tmp_path / "raw") == []
+    assert source_key("youtube:dQw4w9WgXcQ") == source_key("yt:dQw4w9WgXcQ") == "yt:dQw4w9WgXcQ"
