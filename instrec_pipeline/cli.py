@@ -22,7 +22,9 @@ def _instance() -> DagsterInstance:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
-def materialize_dataset(dataset: str, root: Path | None = None, instance: DagsterInstance | None = None) -> None:
+def materialize_dataset(
+    dataset: str, root: Path | None = None, instance: DagsterInstance | None = None
+) -> None:
     """Every asset of every partition of ``dataset``: extraction per split, then the per-dataset models."""
     from instrec_pipeline.definitions import defs
 
@@ -37,10 +39,17 @@ def materialize_dataset(dataset: str, root: Path | None = None, instance: Dagste
     _run(assets, resources, instance, TRAINING, dataset, dataset)
 
 
-def _run(assets: list, resources: dict, instance: DagsterInstance, names: list[str], key: object, label: str) -> None:
+def _run(
+    assets: list, resources: dict, instance: DagsterInstance, names: list[str], key: object, label: str
+) -> None:
     start = time.perf_counter()
-    result = materialize(assets, selection=AssetSelection.assets(*names), partition_key=key,
-                         resources=resources, instance=instance)
+    result = materialize(
+        assets,
+        selection=AssetSelection.assets(*names),
+        partition_key=key,
+        resources=resources,
+        instance=instance,
+    )
     if not result.success:
         raise SystemExit(f"materialising {label} failed")
     print(f"  {label}: {', '.join(names)} materialised in {time.perf_counter() - start:.0f} s", flush=True)

@@ -43,8 +43,9 @@ def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
 def read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise the upstream asset first")
-    return pd.read_csv(path, dtype={"video_id": str, "source": str, "label": str, "split": str},
-                       keep_default_na=False)
+    return pd.read_csv(
+        path, dtype={"video_id": str, "source": str, "label": str, "split": str}, keep_default_na=False
+    )
 
 
 @dataclass(frozen=True)

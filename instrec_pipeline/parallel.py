@@ -29,7 +29,9 @@ def executor(workers: int = 2, dask_scheduler: str = "") -> Iterator[Executor]:
             yield pool
 
 
-def map_unordered(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int = 0) -> Iterator[tuple[T, R]]:
+def map_unordered(
+    pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int = 0
+) -> Iterator[tuple[T, R]]:
     """``(item, fn(item))`` as they complete, with at most ``window`` in flight (bounds memory)."""
     items = list(items)
     window = window or 2 * max(1, getattr(pool, "_max_workers", 4))

@@ -15,7 +15,9 @@ GROUP = "features"
 
 
 @asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[demux], code_version="1", pool="gpu")
-def log_mel(context: AssetExecutionContext, store: StoreResource, compute: ComputeResource) -> MaterializeResult:
+def log_mel(
+    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
+) -> MaterializeResult:
     """Log-mel spectrograms (torchaudio, librosa-compatible) for the Choi and Han inputs, whole videos."""
     dataset, split = partition(context)
     group = store.layout.features.group(dataset, split)
@@ -34,7 +36,10 @@ def log_mel(context: AssetExecutionContext, store: StoreResource, compute: Compu
 
 @asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[demux], code_version="1", pool="gpu")
 def frame_embeddings(
-    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, extraction: ExtractionResource
+    context: AssetExecutionContext,
+    store: StoreResource,
+    compute: ComputeResource,
+    extraction: ExtractionResource,
 ) -> MaterializeResult:
     """Inception v3 penultimate (2048-d) embeddings of every frame, eval mode, batched across videos."""
     dataset, split = partition(context)
@@ -44,8 +49,14 @@ def frame_embeddings(
         context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
     target, summary = embedding_partition(group, embedder)
     return MaterializeResult(
-        metadata={"processed": summary.processed, "skipped": summary.skipped, "frames": target.n_rows,
-                  "device": str(embedder.device), "weights": embedder.weights.kind,
-                  "weights_source": embedder.weights.source, "params": MetadataValue.json(target.params)},
+        metadata={
+            "processed": summary.processed,
+            "skipped": summary.skipped,
+            "frames": target.n_rows,
+            "device": str(embedder.device),
+            "weights": embedder.weights.kind,
+            "weights_source": embedder.weights.source,
+            "params": MetadataValue.json(target.params),
+        },
         data_version=DataVersion(target.data_version()),
     )

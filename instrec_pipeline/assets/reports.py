@@ -11,14 +11,17 @@ from instrec_pipeline.resources import ComputeResource, StoreResource
 
 
 @asset(partitions_def=dataset_partitions, group_name="reports", deps=[fusion_model], code_version="1")
-def evaluation_report(context: AssetExecutionContext, store: StoreResource,
-                      compute: ComputeResource) -> MaterializeResult:
+def evaluation_report(
+    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
+) -> MaterializeResult:
     """Hit@1, Hit@3, F1 (macro, weighted), per-class tables, confusion matrices, t-SNE and curves."""
     dataset = context.partition_key
     classes = list(datasets()[dataset].classes)
     report = evaluate_dataset(store.layout, dataset, classes, ["choi"], resolve_device(compute.device))
-    metadata: dict[str, object] = {"report": MetadataValue.md(report.markdown),
-                                   "path": MetadataValue.path(str(report.files["report.md"]))}
+    metadata: dict[str, object] = {
+        "report": MetadataValue.md(report.markdown),
+        "path": MetadataValue.path(str(report.files["report.md"])),
+    }
     for key, s in report.scores.items():
         metadata[f"{key}_hit1"] = round(s.hit1, 4)
     return MaterializeResult(metadata=metadata)

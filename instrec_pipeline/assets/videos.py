@@ -19,7 +19,9 @@ SAMPLE_RATES = tuple(sorted({m.sample_rate for m in MEL_INPUTS.values()}))
 
 
 @asset(partitions_def=dataset_split_partitions, group_name=GROUP, code_version="1")
-def manifest(context: AssetExecutionContext, store: StoreResource, extraction: ExtractionResource) -> MaterializeResult:
+def manifest(
+    context: AssetExecutionContext, store: StoreResource, extraction: ExtractionResource
+) -> MaterializeResult:
     """The validated list of videos of one dataset × split (id, source, label); bad rows reported by row."""
     dataset, split = partition(context)
     layout = store.layout
@@ -46,27 +48,36 @@ def manifest(context: AssetExecutionContext, store: StoreResource, extraction: E
 def raw_videos(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, media: MediaResource
 ) -> MaterializeResult:
-    """Each video fetched into the content-addressed raw store (already-fetched ones are not fetched again)."""
+    """Each video fetched into the content-addressed raw store; already-fetched ones are skipped."""
     dataset, split = partition(context)
     layout = store.layout
     table = read_csv(layout.table(dataset, split, "manifest"))
     media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
     with executor(compute.workers) as pool:
-        out, summary = fetch_partition(table, layout.raw, media_root, pool,
-                                       retries=media.retries, timeout=media.timeout_s)
+        out, summary = fetch_partition(
+            table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s
+        )
     path = layout.table(dataset, split, "raw_videos")
     write_csv_atomic(out, path)
     digest = hashlib.sha256(out[["video_id", "raw_path"]].to_csv(index=False).encode()).hexdigest()[:16]
     return MaterializeResult(
-        metadata={"videos": len(out), "fetched": summary.processed, "failed": len(summary.failed),
-                  "failures": failures_table(summary.failed), "path": MetadataValue.path(str(path))},
+        metadata={
+            "videos": len(out),
+            "fetched": summary.processed,
+            "failed": len(summary.failed),
+            "failures": failures_table(summary.failed),
+            "path": MetadataValue.path(str(path)),
+        },
         data_version=DataVersion(digest),
     )
 
 
 @asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[raw_videos], code_version="1")
 def demux(
-    context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, extraction: ExtractionResource
+    context: AssetExecutionContext,
+    store: StoreResource,
+    compute: ComputeResource,
+    extraction: ExtractionResource,
 ) -> MaterializeResult:
     """Frames at 1 fps (RGB, resized and centre-cropped) and mono audio at each model's sample rate."""
     dataset, split = partition(context)
@@ -79,9 +90,15 @@ def demux(
     layout.features.record_failures(dataset, split, "demux", summary.failed)
     frames = RaggedArray.read(group, "frames")
     return MaterializeResult(
-        metadata={"videos": len(frames), "processed": summary.processed, "skipped": summary.skipped,
-                  "failed": len(summary.failed), "failures": failures_table(summary.failed),
-                  "frames": frames.n_rows, "params": MetadataValue.json(frames.params),
-                  "zarr": MetadataValue.path(str(layout.features.group_path(dataset, split)))},
+        metadata={
+            "videos": len(frames),
+            "processed": summary.processed,
+            "skipped": summary.skipped,
+            "failed": len(summary.failed),
+            "failures": failures_table(summary.failed),
+            "frames": frames.n_rows,
+            "params": MetadataValue.json(frames.params),
+            "zarr": MetadataValue.path(str(layout.features.group_path(dataset, split))),
+        },
         data_version=DataVersion(frames.data_version()),
     )

@@ -21,8 +21,14 @@ from instrec_pipeline.training.video import video_probs
 AUDIO_TITLES = {"han": "Han et al. 2016", "choi": "Choi et al. 2016", "xception": "Xception"}
 
 
-def evaluate_dataset(layout: Layout, dataset: str, classes: list[str], audio_names: list[str],
-                     device: torch.device, out_dir: Path | None = None) -> Report:
+def evaluate_dataset(
+    layout: Layout,
+    dataset: str,
+    classes: list[str],
+    audio_names: list[str],
+    device: torch.device,
+    out_dir: Path | None = None,
+) -> Report:
     """Test-split predictions of every model → :func:`build_report` (files under the dataset's report dir)."""
     n = len(classes)
     fusion, fusion_meta = load_fusion(layout, dataset, device)
@@ -35,26 +41,64 @@ def evaluate_dataset(layout: Layout, dataset: str, classes: list[str], audio_nam
         model, cfg, meta = load_audio(layout, dataset, name, device)
         data = test if cfg.mel == uni.audio_cfg.mel else uni.split(layout, dataset, "test", classes)
         probs = audio_probs(model, data, cfg, n, device)
-        results.append(ModelResult(name, f"{AUDIO_TITLES.get(name, name)} + {cfg.strategy}", y, probs,
-                                   history_arrays(meta), _stack(audio_embeddings(model, data, cfg, device), y, test.video_ids)))
+        results.append(
+            ModelResult(
+                name,
+                f"{AUDIO_TITLES.get(name, name)} + {cfg.strategy}",
+                y,
+                probs,
+                history_arrays(meta),
+                _stack(audio_embeddings(model, data, cfg, device), y, test.video_ids),
+            )
+        )
         if name == uni.audio_name:
             audio_main = probs
     inputs = uni.fusion_inputs(test, device)
     p_video = video_probs(uni.video, test, uni.norm, n, device)
     clip_frames = {v: f.mean(0) for v, f in inputs.video.items()}
-    results.append(ModelResult("video", f"Video: Inception v3 frames (k={uni.video_meta['config']['k']})", y,
-                               p_video, history_arrays(uni.video_meta), _stack(clip_frames, y, test.video_ids)))
+    results.append(
+        ModelResult(
+            "video",
+            f"Video: Inception v3 frames (k={uni.video_meta['config']['k']})",
+            y,
+            p_video,
+            history_arrays(uni.video_meta),
+            _stack(clip_frames, y, test.video_ids),
+        )
+    )
     v, a = stack_batch(inputs, np.arange(len(y)), fusion.k, fusion.video_dim, fusion.audio_dim, rng=None)
     with torch.no_grad():
         fused_emb = fusion.embed(torch.from_numpy(v).to(device), torch.from_numpy(a).to(device)).cpu().numpy()
-    results.append(ModelResult("fusion", f"Late fusion ({uni.audio_name} + video)", y,
-                               fusion_probs(fusion, inputs, n, device), history_arrays(fusion_meta), fused_emb))
+    results.append(
+        ModelResult(
+            "fusion",
+            f"Late fusion ({uni.audio_name} + video)",
+            y,
+            fusion_probs(fusion, inputs, n, device),
+            history_arrays(fusion_meta),
+            fused_emb,
+        )
+    )
     if audio_main is not None:
-        results.append(ModelResult("score_average", "Score averaging (audio, video)", y, (audio_main + p_video) / 2))
-    results.append(ModelResult("fusion_no_audio", "Late fusion, audio removed (zeros)", y,
-                               fusion_probs(fusion, inputs, n, device, use_audio=False)))
-    results.append(ModelResult("fusion_no_video", "Late fusion, video removed (zeros)", y,
-                               fusion_probs(fusion, inputs, n, device, use_video=False)))
+        results.append(
+            ModelResult("score_average", "Score averaging (audio, video)", y, (audio_main + p_video) / 2)
+        )
+    results.append(
+        ModelResult(
+            "fusion_no_audio",
+            "Late fusion, audio removed (zeros)",
+            y,
+            fusion_probs(fusion, inputs, n, device, use_audio=False),
+        )
+    )
+    results.append(
+        ModelResult(
+            "fusion_no_video",
+            "Late fusion, video removed (zeros)",
+            y,
+            fusion_probs(fusion, inputs, n, device, use_video=False),
+        )
+    )
     return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset))
 
 

@@ -60,7 +60,13 @@ def embedding_partition(group: zarr.Group, embedder: FrameEmbedder) -> tuple[Rag
     """Inception v3 embeddings of every stored frame, batched across videos."""
     source = RaggedArray.read(group, "frames")
     w = embedder.weights
-    params = {"model": "inception_v3", "layer": "avgpool (penultimate, 2048-d)", "weights": w.kind,
-              "weights_source": w.source, "weights_digest": w.digest, "source": source.params_digest}
+    params = {
+        "model": "inception_v3",
+        "layer": "avgpool (penultimate, 2048-d)",
+        "weights": w.kind,
+        "weights_source": w.source,
+        "weights_digest": w.digest,
+        "source": source.params_digest,
+    }
     target = RaggedArray.open(group, "embeddings", (EMBEDDING_DIM,), "float32", params)
     return target, _derive(source, target, embedder.embed_videos)

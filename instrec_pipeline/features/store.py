@@ -40,7 +40,7 @@ def _chunk_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 
 def _compressor(dtype: np.dtype) -> BloscCodec:
-    """Blosc/zstd (numcodecs' Blosc under zarr's spec codec): byte-shuffle for floats, bit-shuffle for bytes."""
+    """Blosc/zstd (numcodecs' Blosc under zarr's spec codec); byte-shuffle floats, bit-shuffle bytes."""
     shuffle = BloscShuffle.bitshuffle if np.dtype(dtype).itemsize == 1 else BloscShuffle.shuffle
     return BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=np.dtype(dtype).itemsize)
 
@@ -88,7 +88,12 @@ class RaggedArray:
         group.create_array("offsets", shape=(1,), chunks=(65536,), dtype="int64", fill_value=0)
         group.create_array("video_id", shape=(0,), chunks=(65536,), dtype=str)
         group.attrs.update(
-            {"params": dict(params), "params_digest": digest, "row_shape": list(row_shape), "dtype": dtype.str}
+            {
+                "params": dict(params),
+                "params_digest": digest,
+                "row_shape": list(row_shape),
+                "dtype": dtype.str,
+            }
         )
         return cls(group)
 

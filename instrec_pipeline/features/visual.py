@@ -76,18 +76,45 @@ def load_inception(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, Loa
     if weights == "random":
         torch.manual_seed(seed)
         model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=True)
-        loaded = LoadedWeights("random", f"random init (seed {seed})", f"random-{seed}")
+        _calibrate_batch_norm(model, seed)
+        loaded = LoadedWeights(
+            "random", f"random init (seed {seed}), BN calibrated on noise", f"random-{seed}"
+        )
     elif weights not in ("auto", "imagenet"):
         path = Path(os.path.expanduser(weights))
         if not path.is_file():
             raise FileNotFoundError(f"Inception v3 weights file not found: {path}")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        state = state.get("state_dict", state)
+        # The classifier heads are dropped anyway: accept files saved with or without them.
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        bad = [k for k in [*missing, *unexpected] if not k.startswith(("fc.", "AuxLogits."))]
+        if bad:
+            raise ValueError(f"{path} is not an Inception v3 state dict (mismatched keys: {bad[:5]})")
         loaded = LoadedWeights("file", str(path), _file_digest(path))
     model.fc = nn.Identity()
     model.AuxLogits = None
     model.aux_logits = False
     return model.eval(), loaded
+
+
+def _calibrate_batch_norm(model: nn.Module, seed: int) -> None:
+    """Set a randomly initialised net's batch-norm statistics from seeded smooth noise.
+
+    Untrained running statistics (mean 0, var 1) let activations grow ~1e10 through 94 layers and the
+    2048-d output collapses towards one direction; statistics measured on fixed, data-independent noise
+    keep every layer normalised, so random features stay informative and deterministic.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.nn.functional.avg_pool2d(torch.rand(32, 3, 299, 299, generator=gen), 9, 1, 4)
+    model.train()
+    with torch.no_grad():
+        model((noise - 0.45) / 0.25)
+    model.eval()
 
 
 class FrameEmbedder:
@@ -114,7 +141,9 @@ class FrameEmbedder:
     @torch.inference_mode()
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """(n, H, W, 3) uint8 RGB → (n, 2048) float32."""
-        out = [self._embed_batch(frames[i : i + self.batch_size]) for i in range(0, len(frames), self.batch_size)]
+        out = [
+            self._embed_batch(frames[i : i + self.batch_size]) for i in range(0, len(frames), self.batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, EMBEDDING_DIM), np.float32)
 
     def _embed_batch(self, frames: np.ndarray) -> np.ndarray:

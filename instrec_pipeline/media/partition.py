@@ -15,7 +15,7 @@ import pandas as pd
 import zarr
 
 from instrec_pipeline.features.store import RaggedArray
-from instrec_pipeline.media.demux import DemuxParams, Demuxed, demux
+from instrec_pipeline.media.demux import Demuxed, DemuxParams, demux
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.fetch import fetch
 from instrec_pipeline.parallel import map_unordered
@@ -59,7 +59,9 @@ def fetch_partition(
             return "", f"{type(exc).__name__}: {exc}"
 
     results: dict[str, tuple[str, str]] = {}
-    for (vid, _), result in map_unordered(pool, one, list(zip(table["video_id"], table["source"], strict=True))):
+    for (vid, _), result in map_unordered(
+        pool, one, list(zip(table["video_id"], table["source"], strict=True))
+    ):
         results[vid] = result
         if result[1]:
             summary.failed[vid] = result[1]

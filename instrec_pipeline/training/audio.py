@@ -85,8 +85,9 @@ def _per_video_mean(values: np.ndarray, owners: np.ndarray, n: int) -> np.ndarra
     return out / np.bincount(owners, minlength=n)[:, None].clip(min=1)
 
 
-def audio_probs(model: nn.Module, data: SplitData, cfg: AudioTrainConfig, n_classes: int,
-                device: torch.device) -> np.ndarray:
+def audio_probs(
+    model: nn.Module, data: SplitData, cfg: AudioTrainConfig, n_classes: int, device: torch.device
+) -> np.ndarray:
     """Clip-level probabilities (mean over segments); a video without audio gets the uniform prior."""
     x, owners, ids = segments(data, cfg)
     probs = np.full((len(data.video_ids), n_classes), 1.0 / n_classes, np.float32)
@@ -97,8 +98,9 @@ def audio_probs(model: nn.Module, data: SplitData, cfg: AudioTrainConfig, n_clas
     return probs
 
 
-def audio_embeddings(model: nn.Module, data: SplitData, cfg: AudioTrainConfig,
-                     device: torch.device) -> dict[str, np.ndarray]:
+def audio_embeddings(
+    model: nn.Module, data: SplitData, cfg: AudioTrainConfig, device: torch.device
+) -> dict[str, np.ndarray]:
     """The penultimate features per video (mean over its segments), in eval mode: the fusion's input."""
     x, owners, ids = segments(data, cfg)
     if not ids:
@@ -107,8 +109,9 @@ def audio_embeddings(model: nn.Module, data: SplitData, cfg: AudioTrainConfig,
     return dict(zip(ids, per_video, strict=True))
 
 
-def train_audio(train: SplitData, val: SplitData, n_classes: int, cfg: AudioTrainConfig,
-                device: torch.device) -> tuple[nn.Module, FitResult]:
+def train_audio(
+    train: SplitData, val: SplitData, n_classes: int, cfg: AudioTrainConfig, device: torch.device
+) -> tuple[nn.Module, FitResult]:
     """Segment-level training (each segment carries its video's label), early-stopped on val clips."""
     seed_everything(cfg.seed)
     x, owners, ids = segments(train, cfg)
@@ -131,7 +134,12 @@ def train_audio(train: SplitData, val: SplitData, n_classes: int, cfg: AudioTrai
         return val.labels, audio_probs(m, val, cfg, n_classes, device)
 
     result = fit(
-        model, optimizer, batches, lambda m, xb: m(xb), validate, StopRule(cfg.max_epochs, cfg.patience),
+        model,
+        optimizer,
+        batches,
+        lambda m, xb: m(xb),
+        validate,
+        StopRule(cfg.max_epochs, cfg.patience),
         class_weights=class_weights(y, n_classes, device) if cfg.balanced else None,
     )
     return model, result

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from instrec_pipeline.features.logmel import MelParams
 from instrec_pipeline.features.partition import logmel_modality_name
 from instrec_pipeline.features.store import FeatureStore
 from instrec_pipeline.layout import Layout, read_csv
-from instrec_pipeline.features.logmel import MelParams
 
 
 @dataclass
@@ -33,7 +33,9 @@ class SplitData:
         return dict(zip(self.video_ids, self.labels.tolist(), strict=True))
 
 
-def load_split(layout: Layout, dataset: str, split: str, classes: list[str], mel: MelParams | None) -> SplitData:
+def load_split(
+    layout: Layout, dataset: str, split: str, classes: list[str], mel: MelParams | None
+) -> SplitData:
     """Labels from the partition's manifest table; features from its Zarr group (what exists of them)."""
     table = read_csv(layout.table(dataset, split, "manifest"))
     index = {c: i for i, c in enumerate(classes)}
@@ -71,7 +73,7 @@ def central_crop(logmel: np.ndarray, frames: int) -> np.ndarray:
 
 
 def sample_frames(n: int, k: int, rng: np.random.Generator | None) -> np.ndarray:
-    """``k`` frame indices of ``n``: random (with replacement only when ``n < k``) or, without rng, uniform."""
+    """``k`` frame indices of ``n``: random (repeats only when ``n < k``) or, without rng, uniform."""
     if rng is None:
         return np.linspace(0, n - 1, k).round().astype(int)
     return rng.choice(n, size=k, replace=n < k)

@@ -46,8 +46,15 @@ class FusionInputs:
     audio: dict[str, np.ndarray]
 
 
-def stack_batch(inp: FusionInputs, idx: np.ndarray, k: int, dv: int, da: int,
-                rng: np.random.Generator | None, drop: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def stack_batch(
+    inp: FusionInputs,
+    idx: np.ndarray,
+    k: int,
+    dv: int,
+    da: int,
+    rng: np.random.Generator | None,
+    drop: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(B, k, dv)`` frames and ``(B, da)`` audio for videos ``idx``; zeros where a modality is missing."""
     v = np.zeros((len(idx), k, dv), np.float32)
     a = np.zeros((len(idx), da), np.float32)
@@ -65,8 +72,14 @@ def stack_batch(inp: FusionInputs, idx: np.ndarray, k: int, dv: int, da: int,
 
 
 @torch.no_grad()
-def fusion_probs(model: LateFusionNet, inp: FusionInputs, n_classes: int, device: torch.device,
-                 use_video: bool = True, use_audio: bool = True) -> np.ndarray:
+def fusion_probs(
+    model: LateFusionNet,
+    inp: FusionInputs,
+    n_classes: int,
+    device: torch.device,
+    use_video: bool = True,
+    use_audio: bool = True,
+) -> np.ndarray:
     """Clip probabilities with k uniformly spaced frames; ``use_*=False`` removes a modality (zeros)."""
     model.eval()
     idx = np.arange(len(inp.video_ids))
@@ -78,10 +91,19 @@ def fusion_probs(model: LateFusionNet, inp: FusionInputs, n_classes: int, device
     return torch.softmax(model(vt, at), dim=-1).cpu().numpy()
 
 
-def train_fusion(train: FusionInputs, val: FusionInputs, n_classes: int, dv: int, da: int,
-                 cfg: FusionTrainConfig, device: torch.device) -> tuple[LateFusionNet, FitResult]:
+def train_fusion(
+    train: FusionInputs,
+    val: FusionInputs,
+    n_classes: int,
+    dv: int,
+    da: int,
+    cfg: FusionTrainConfig,
+    device: torch.device,
+) -> tuple[LateFusionNet, FitResult]:
     seed_everything(cfg.seed)
-    model = LateFusionNet(n_classes, video_dim=dv, audio_dim=da, n=cfg.n, k=cfg.k, hidden=cfg.hidden).to(device)
+    model = LateFusionNet(n_classes, video_dim=dv, audio_dim=da, n=cfg.n, k=cfg.k, hidden=cfg.hidden).to(
+        device
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
 
@@ -99,7 +121,12 @@ def train_fusion(train: FusionInputs, val: FusionInputs, n_classes: int, dv: int
         return val.labels, fusion_probs(m, val, n_classes, device)
 
     result = fit(
-        model, optimizer, batches, lambda m, xb: m(*xb), validate, StopRule(cfg.max_epochs, cfg.patience),
+        model,
+        optimizer,
+        batches,
+        lambda m, xb: m(*xb),
+        validate,
+        StopRule(cfg.max_epochs, cfg.patience),
         class_weights=class_weights(train.labels, n_classes, device) if cfg.balanced else None,
     )
     return model, result

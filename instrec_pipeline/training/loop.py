@@ -98,7 +98,9 @@ def fit(
     return result
 
 
-def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+def save_checkpoint(
+    path: Path, model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> None:
     """State dict + plain metadata + extra tensors, loadable with ``torch.load(weights_only=True)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -24,12 +24,20 @@ AUDIO_PREFIX = "audio_"
 
 
 def _meta(classes: list[str], cfg: dict[str, Any], fit: FitResult, n_train: int) -> dict[str, Any]:
-    return {"classes": classes, "config": cfg, "history": fit.history, "best_epoch": fit.best_epoch,
-            "epochs_run": fit.epochs_run, "seconds": fit.seconds, "n_train_videos": n_train}
+    return {
+        "classes": classes,
+        "config": cfg,
+        "history": fit.history,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "seconds": fit.seconds,
+        "n_train_videos": n_train,
+    }
 
 
-def train_and_save_audio(layout: Layout, dataset: str, classes: list[str], cfg: AudioTrainConfig,
-                         device: torch.device) -> dict[str, Any]:
+def train_and_save_audio(
+    layout: Layout, dataset: str, classes: list[str], cfg: AudioTrainConfig, device: torch.device
+) -> dict[str, Any]:
     train = load_split(layout, dataset, "train", classes, cfg.mel)
     val = load_split(layout, dataset, "val", classes, cfg.mel)
     model, fit = train_audio(train, val, len(classes), cfg, device)
@@ -38,7 +46,9 @@ def train_and_save_audio(layout: Layout, dataset: str, classes: list[str], cfg: 
     return meta
 
 
-def load_audio(layout: Layout, dataset: str, name: str, device: torch.device) -> tuple[torch.nn.Module, AudioTrainConfig, dict]:
+def load_audio(
+    layout: Layout, dataset: str, name: str, device: torch.device
+) -> tuple[torch.nn.Module, AudioTrainConfig, dict]:
     ckpt = load_checkpoint(layout.model(dataset, AUDIO_PREFIX + name))
     cfg = AudioTrainConfig(**ckpt["meta"]["config"])
     model = build_model(cfg, len(ckpt["meta"]["classes"]))
@@ -46,8 +56,9 @@ def load_audio(layout: Layout, dataset: str, name: str, device: torch.device) ->
     return model.to(device).eval(), cfg, ckpt["meta"]
 
 
-def train_and_save_video(layout: Layout, dataset: str, classes: list[str], cfg: VideoTrainConfig,
-                         device: torch.device) -> dict[str, Any]:
+def train_and_save_video(
+    layout: Layout, dataset: str, classes: list[str], cfg: VideoTrainConfig, device: torch.device
+) -> dict[str, Any]:
     train = load_split(layout, dataset, "train", classes, None)
     val = load_split(layout, dataset, "val", classes, None)
     model, norm, fit = train_video(train, val, len(classes), cfg, device)
@@ -56,7 +67,9 @@ def train_and_save_video(layout: Layout, dataset: str, classes: list[str], cfg: 
     return meta
 
 
-def load_video(layout: Layout, dataset: str, device: torch.device) -> tuple[FrameClassifier, Standardizer, dict]:
+def load_video(
+    layout: Layout, dataset: str, device: torch.device
+) -> tuple[FrameClassifier, Standardizer, dict]:
     ckpt = load_checkpoint(layout.model(dataset, "video"))
     cfg = VideoTrainConfig(**ckpt["meta"]["config"])
     model = FrameClassifier(len(ckpt["meta"]["classes"]), hidden_dims=(cfg.hidden,), dropout=cfg.dropout)
@@ -93,8 +106,14 @@ class Unimodal:
         )  # fmt: skip
 
 
-def train_and_save_fusion(layout: Layout, dataset: str, classes: list[str], audio_name: str,
-                          cfg: FusionTrainConfig, device: torch.device) -> dict[str, Any]:
+def train_and_save_fusion(
+    layout: Layout,
+    dataset: str,
+    classes: list[str],
+    audio_name: str,
+    cfg: FusionTrainConfig,
+    device: torch.device,
+) -> dict[str, Any]:
     uni = Unimodal.load(layout, dataset, audio_name, device)
     train = uni.fusion_inputs(uni.split(layout, dataset, "train", classes), device)
     val = uni.fusion_inputs(uni.split(layout, dataset, "val", classes), device)
@@ -110,8 +129,14 @@ def load_fusion(layout: Layout, dataset: str, device: torch.device) -> tuple[Lat
     ckpt = load_checkpoint(layout.model(dataset, "fusion"))
     meta = ckpt["meta"]
     cfg = FusionTrainConfig(**meta["config"])
-    model = LateFusionNet(len(meta["classes"]), video_dim=meta["video_dim"], audio_dim=meta["audio_dim"],
-                          n=cfg.n, k=cfg.k, hidden=cfg.hidden)
+    model = LateFusionNet(
+        len(meta["classes"]),
+        video_dim=meta["video_dim"],
+        audio_dim=meta["audio_dim"],
+        n=cfg.n,
+        k=cfg.k,
+        hidden=cfg.hidden,
+    )
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), meta
 

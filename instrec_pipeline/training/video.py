@@ -57,8 +57,9 @@ class Standardizer:
 
 
 @torch.no_grad()
-def video_probs(model: FrameClassifier, data: SplitData, norm: Standardizer, n_classes: int,
-                device: torch.device) -> np.ndarray:
+def video_probs(
+    model: FrameClassifier, data: SplitData, norm: Standardizer, n_classes: int, device: torch.device
+) -> np.ndarray:
     """Mean of frame probabilities per video; a video without frames gets the uniform prior."""
     model.eval()
     probs = np.full((len(data.video_ids), n_classes), 1.0 / n_classes, np.float32)
@@ -70,15 +71,19 @@ def video_probs(model: FrameClassifier, data: SplitData, norm: Standardizer, n_c
 
 
 @torch.no_grad()
-def frame_embeddings(model: FrameClassifier, data: SplitData, norm: Standardizer,
-                     device: torch.device) -> dict[str, np.ndarray]:
+def frame_embeddings(
+    model: FrameClassifier, data: SplitData, norm: Standardizer, device: torch.device
+) -> dict[str, np.ndarray]:
     """The video model's penultimate features per frame, in eval mode (the fusion's video input)."""
     model.eval()
-    return {v: model.embed(torch.from_numpy(norm(f)).to(device)).cpu().numpy() for v, f in data.frames.items()}
+    return {
+        v: model.embed(torch.from_numpy(norm(f)).to(device)).cpu().numpy() for v, f in data.frames.items()
+    }
 
 
-def train_video(train: SplitData, val: SplitData, n_classes: int, cfg: VideoTrainConfig,
-                device: torch.device) -> tuple[FrameClassifier, Standardizer, FitResult]:
+def train_video(
+    train: SplitData, val: SplitData, n_classes: int, cfg: VideoTrainConfig, device: torch.device
+) -> tuple[FrameClassifier, Standardizer, FitResult]:
     seed_everything(cfg.seed)
     ids = [v for v in train.video_ids if v in train.frames]
     if not ids:
@@ -104,7 +109,13 @@ def train_video(train: SplitData, val: SplitData, n_classes: int, cfg: VideoTrai
 
     y_all = np.array([label[v] for v in ids], np.int64)
     result = fit(
-        model, optimizer, batches, lambda m, xb: m(xb), validate, StopRule(cfg.max_epochs, cfg.patience),
-        scheduler=scheduler, class_weights=class_weights(y_all, n_classes, device) if cfg.balanced else None,
+        model,
+        optimizer,
+        batches,
+        lambda m, xb: m(xb),
+        validate,
+        StopRule(cfg.max_epochs, cfg.patience),
+        scheduler=scheduler,
+        class_weights=class_weights(y_all, n_classes, device) if cfg.balanced else None,
     )
     return model, norm, result

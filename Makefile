@@ -1,0 +1,46 @@
+# Two commands on a fresh Debian machine (as root, like CI):
+#   make demo   install everything, then materialise every asset of the embedded demo dataset
+#   make test   the test suite
+# Both are idempotent: a second run re-installs nothing and re-extracts nothing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
+
+.PHONY: demo test setup system ui lint bench
+
+demo: setup
+	$(PY) -m instrec_pipeline.cli demo
+
+test: setup
+	$(PY) -m pytest -q
+
+setup: system $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+# System tools from Debian: installed only when one is missing.
+system:
+	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v fluidsynth >/dev/null \
+	    || [ ! -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
+	  echo "Installing $(APT_PACKAGES) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+# The virtual environment, rebuilt only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+ui: setup
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(VENV)/bin/ruff check instrec_pipeline instrec_pipeline_tests bench

@@ -1,0 +1,35 @@
+"""Shared fixtures. A small user dataset, ``tiny``, is declared before the Dagster definitions are
+imported (partitions are fixed at import), so the end-to-end test materialises real partitions."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+TINY_CLASSES = ("flute", "guitar", "trumpet")
+_TINY_DIR = Path(tempfile.mkdtemp(prefix="instrec-tiny-"))
+(_TINY_DIR / "datasets.yaml").write_text(
+    f"""datasets:
+  tiny:
+    manifest: media/manifest.csv
+    classes: [{", ".join(TINY_CLASSES)}]
+    training:
+      audio: {{max_epochs: 8, patience: 3}}
+      video: {{lr: 0.01, max_epochs: 15, patience: 4, k: 4}}
+      fusion: {{k: 4, n: 64, hidden: 128, max_epochs: 15, patience: 4}}
+"""
+)
+os.environ["INSTREC_DATASETS"] = str(_TINY_DIR / "datasets.yaml")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset() -> Path:
+    """3 instruments × 8 short real videos (4 train / 2 val / 2 test each), made once per session."""
+    from instrec_pipeline.datasets.demo import DemoSpec, generate_demo
+
+    spec = DemoSpec(classes=TINY_CLASSES, videos_per_class=8, min_seconds=3.0, max_seconds=4.0, seed=7)
+    return generate_demo(_TINY_DIR / "media", spec)

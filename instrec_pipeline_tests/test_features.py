@@ -1,0 +1,87 @@
+"""Log-mel against librosa on real rendered instrument audio; Inception v3 embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from instrec_pipeline.features.logmel import CHOI, HAN, log_mel
+from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception
+from instrec_pipeline.media.demux import DemuxParams, demux
+
+#: The largest difference to librosa we accept, in dB (measured: ~2e-4 dB, float32 rounding).
+LIBROSA_TOLERANCE_DB = 0.01
+
+
+@pytest.fixture(scope="module")
+def rendered(tiny_dataset: Path) -> dict[int, np.ndarray]:
+    """Real fluidsynth-rendered audio, demuxed by the pipeline at both models' rates."""
+    row = pd.read_csv(tiny_dataset).iloc[0]
+    return demux(tiny_dataset.parent / row["source"], DemuxParams(sample_rates=(12000, 22050))).audio
+
+
+@pytest.mark.parametrize("mel", [CHOI, HAN], ids=["choi", "han"])
+def test_log_mel_matches_librosa(rendered: dict[int, np.ndarray], mel) -> None:  # noqa: ANN001
+    y = rendered[mel.sample_rate]
+    ours = log_mel(y, mel)
+    power = librosa.feature.melspectrogram(
+        y=y, sr=mel.sample_rate, n_fft=mel.n_fft, hop_length=mel.hop, n_mels=mel.n_mels
+    )
+    ref = librosa.power_to_db(power, ref=1.0, top_db=mel.top_db).T
+    assert ours.shape == ref.shape == (1 + len(y) // mel.hop, mel.n_mels)
+    assert np.abs(ours - ref).max() <= LIBROSA_TOLERANCE_DB
+    assert ours.max() - ours.min() <= mel.top_db + 1e-3  # the 80 dB range
+
+
+def test_log_mel_of_missing_audio_is_empty() -> None:
+    assert log_mel(np.zeros(0, np.float32), CHOI).shape == (0, 96)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> FrameEmbedder:
+    return FrameEmbedder("random", "cpu", batch_size=4)
+
+
+def test_embeddings_are_2048_d_and_batched_across_videos(embedder: FrameEmbedder) -> None:
+    frames = np.random.default_rng(0).integers(0, 255, (6, 96, 96, 3), dtype=np.uint8)
+    whole = embedder.embed(frames)
+    assert whole.shape == (6, EMBEDDING_DIM) and np.isfinite(whole).all()
+    assert not embedder.model.training
+    parts = dict(embedder.embed_videos(iter([("a", frames[:1]), ("b", frames[1:5]), ("c", frames[5:])])))
+    np.testing.assert_allclose(
+        np.concatenate([parts["a"], parts["b"], parts["c"]]), whole, rtol=1e-4, atol=1e-4
+    )
+    assert embedder.weights.kind == "random"
+
+
+def test_random_features_are_informative(embedder: FrameEmbedder) -> None:
+    """Batch-norm calibration keeps random features from collapsing: red and blue frames differ."""
+    red = np.zeros((2, 96, 96, 3), np.uint8)
+    red[..., 0] = 220
+    blue = np.zeros((2, 96, 96, 3), np.uint8)
+    blue[..., 2] = 220
+    e = embedder.embed(np.concatenate([red, blue]))
+    within = np.linalg.norm(e[0] - e[1])
+    between = np.linalg.norm(e[0] - e[2])
+    assert between > 10 * (within + 1e-6) and np.abs(e).max() < 1e6
+
+
+def test_local_weights_file_is_loaded_and_recorded(tmp_path: Path) -> None:
+    model, _ = load_inception("random", seed=3)
+    path = tmp_path / "inception.pt"
+    torch.save(model.state_dict(), path)
+    loaded, weights = load_inception(str(path))
+    assert weights.kind == "file" and weights.source == str(path)
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="weights"):
+        load_inception(str(tmp_path / "nope.pt"))
