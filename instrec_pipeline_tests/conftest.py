@@ -19,7 +19,7 @@ _TINY_DIR = Path(tempfile.mkdtemp(prefix="instrec-tiny-"))
     training:
       audio: {{max_epochs: 8, patience: 3}}
       video: {{lr: 0.01, max_epochs: 15, patience: 4, k: 4}}
-      fusion: {{k: 4, n: 64, hidden: 128, max_epochs: 15, patience: 4}}
+      fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 15, patience: 4}}
 """
 )
 os.environ["INSTREC_DATASETS"] = str(_TINY_DIR / "datasets.yaml")

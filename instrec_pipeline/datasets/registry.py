@@ -41,9 +41,9 @@ YT8M_CLASSES = (
 
 #: The demo trains in minutes on a laptop CPU: fewer epochs, a faster video lr, smaller fusion inputs.
 DEMO_TRAINING = {
-    "audio": {"max_epochs": 15, "patience": 4},
+    "audio": {"max_epochs": 10, "patience": 3},
     "video": {"lr": 0.01, "max_epochs": 40, "patience": 8, "k": 10},
-    "fusion": {"k": 10, "n": 128, "max_epochs": 30, "patience": 8},
+    "fusion": {"k": 10, "n": 128, "batch_size": 8, "dropout": 0.5, "max_epochs": 30, "patience": 8},
 }
 
 

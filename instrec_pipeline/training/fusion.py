@@ -29,6 +29,7 @@ class FusionTrainConfig:
     max_epochs: int = 50
     patience: int = 5
     modality_dropout: float = 0.2
+    dropout: float = 0.0
     balanced: bool = False
     seed: int = 0
 
@@ -71,6 +72,12 @@ def stack_batch(
     return v, a
 
 
+def build_fusion(cfg: FusionTrainConfig, n_classes: int, dv: int, da: int) -> LateFusionNet:
+    return LateFusionNet(
+        n_classes, video_dim=dv, audio_dim=da, n=cfg.n, k=cfg.k, hidden=cfg.hidden, dropout=cfg.dropout
+    )
+
+
 @torch.no_grad()
 def fusion_probs(
     model: LateFusionNet,
@@ -101,9 +108,7 @@ def train_fusion(
     device: torch.device,
 ) -> tuple[LateFusionNet, FitResult]:
     seed_everything(cfg.seed)
-    model = LateFusionNet(n_classes, video_dim=dv, audio_dim=da, n=cfg.n, k=cfg.k, hidden=cfg.hidden).to(
-        device
-    )
+    model = build_fusion(cfg, n_classes, dv, da).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
 

@@ -16,9 +16,15 @@ from instrec_pipeline.layout import Layout
 from instrec_pipeline.models import FrameClassifier, LateFusionNet
 from instrec_pipeline.training.audio import AudioTrainConfig, audio_embeddings, build_model, train_audio
 from instrec_pipeline.training.data import SplitData, load_split
-from instrec_pipeline.training.fusion import FusionInputs, FusionTrainConfig, train_fusion
+from instrec_pipeline.training.fusion import FusionInputs, FusionTrainConfig, build_fusion, train_fusion
 from instrec_pipeline.training.loop import FitResult, load_checkpoint, save_checkpoint
-from instrec_pipeline.training.video import Standardizer, VideoTrainConfig, frame_embeddings, train_video
+from instrec_pipeline.training.video import (
+    Standardizer,
+    VideoTrainConfig,
+    build_video,
+    frame_embeddings,
+    train_video,
+)
 
 AUDIO_PREFIX = "audio_"
 
@@ -72,7 +78,7 @@ def load_video(
 ) -> tuple[FrameClassifier, Standardizer, dict]:
     ckpt = load_checkpoint(layout.model(dataset, "video"))
     cfg = VideoTrainConfig(**ckpt["meta"]["config"])
-    model = FrameClassifier(len(ckpt["meta"]["classes"]), hidden_dims=(cfg.hidden,), dropout=cfg.dropout)
+    model = build_video(cfg, len(ckpt["meta"]["classes"]))
     model.load_state_dict(ckpt["state_dict"])
     norm = Standardizer(ckpt["tensors"]["mean"].numpy(), ckpt["tensors"]["std"].numpy())
     return model.to(device).eval(), norm, ckpt["meta"]
@@ -129,14 +135,7 @@ def load_fusion(layout: Layout, dataset: str, device: torch.device) -> tuple[Lat
     ckpt = load_checkpoint(layout.model(dataset, "fusion"))
     meta = ckpt["meta"]
     cfg = FusionTrainConfig(**meta["config"])
-    model = LateFusionNet(
-        len(meta["classes"]),
-        video_dim=meta["video_dim"],
-        audio_dim=meta["audio_dim"],
-        n=cfg.n,
-        k=cfg.k,
-        hidden=cfg.hidden,
-    )
+    model = build_fusion(cfg, len(meta["classes"]), meta["video_dim"], meta["audio_dim"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), meta
 

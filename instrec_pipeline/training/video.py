@@ -56,6 +56,10 @@ class Standardizer:
         return {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
 
 
+def build_video(cfg: VideoTrainConfig, n_classes: int) -> FrameClassifier:
+    return FrameClassifier(n_classes, hidden_dims=(cfg.hidden,), dropout=cfg.dropout)
+
+
 @torch.no_grad()
 def video_probs(
     model: FrameClassifier, data: SplitData, norm: Standardizer, n_classes: int, device: torch.device
@@ -91,7 +95,7 @@ def train_video(
     norm = Standardizer.fit({v: train.frames[v] for v in ids})
     frames = {v: norm(train.frames[v]) for v in ids}
     label = train.label_of()
-    model = FrameClassifier(n_classes, hidden_dims=(cfg.hidden,), dropout=cfg.dropout).to(device)
+    model = build_video(cfg, n_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.halve_every, gamma=0.5)
     rng = np.random.default_rng(cfg.seed)
