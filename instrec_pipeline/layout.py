@@ -63,6 +63,11 @@ class Layout:
         return self.root / "tables" / dataset / split / f"{name}.csv"
 
     @property
+    def spool(self) -> Path:
+        """Scratch space for demuxed videos on their way into the store (same disk, emptied per video)."""
+        return self.root / "tmp"
+
+    @property
     def features(self) -> FeatureStore:
         return FeatureStore(self.root)
 

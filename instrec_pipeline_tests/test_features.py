@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from instrec_pipeline.features.logmel import CHOI, HAN, log_mel
+from instrec_pipeline.features.partition import embedding_params, embedding_partition
+from instrec_pipeline.features.store import FeatureStore, RaggedArray
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception
 from instrec_pipeline.media.demux import DemuxParams, demux
 
@@ -47,15 +49,30 @@ def embedder() -> FrameEmbedder:
     return FrameEmbedder("random", "cpu", batch_size=4)
 
 
-def test_embeddings_are_2048_d_and_batched_across_videos(embedder: FrameEmbedder) -> None:
-    frames = np.random.default_rng(0).integers(0, 255, (6, 96, 96, 3), dtype=np.uint8)
-    whole = embedder.embed(frames)
-    assert whole.shape == (6, EMBEDDING_DIM) and np.isfinite(whole).all()
+def test_embeddings_are_2048_d_batched_across_videos_and_resumable(
+    embedder: FrameEmbedder, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    videos = {
+        v: rng.integers(0, 255, (n, 96, 96, 3), dtype=np.uint8)
+        for v, n in [("a", 1), ("b", 6), ("empty", 0), ("c", 2), ("d", 3)]
+    }
+    group = FeatureStore(tmp_path).group("d", "train")
+    frames = RaggedArray.open(group, "frames", (96, 96, 3), "uint8", {})
+    frames.append(list(videos.items()))
+    # "b" was done by an earlier run: it is kept, never recomputed or duplicated.
+    done = embedder.embed(videos["b"])
+    RaggedArray.open(
+        group, "embeddings", (EMBEDDING_DIM,), "float32", embedding_params(embedder.weights, frames)
+    ).append([("b", done)])
+    target, summary = embedding_partition(group, embedder)
+    assert (summary.processed, summary.skipped) == (4, 1)
+    assert target.video_ids == ["b", "a", "empty", "c", "d"]
+    assert target.lengths() == {v: len(f) for v, f in videos.items()}
     assert not embedder.model.training
-    parts = dict(embedder.embed_videos(iter([("a", frames[:1]), ("b", frames[1:5]), ("c", frames[5:])])))
-    np.testing.assert_allclose(
-        np.concatenate([parts["a"], parts["b"], parts["c"]]), whole, rtol=1e-3, atol=1e-2
-    )
+    for v, f in videos.items():
+        if len(f):
+            np.testing.assert_allclose(target.get(v), embedder.embed(f), rtol=1e-3, atol=1e-2)
     assert embedder.weights.kind == "random"
 
 

@@ -31,11 +31,14 @@ def test_a_torn_write_is_cut_on_reopen(tmp_path: Path) -> None:
     group = FeatureStore(tmp_path).group("d", "train")
     arr = RaggedArray.open(group, "emb", (4,), "float32", {"a": 1})
     arr.append([("v1", _rows(3, 1))])
-    # A writer killed after writing rows and offsets, but before the id (the commit point):
+    # A writer killed after writing rows and growing both index arrays, before filling the offsets cell
+    # (the commit point) — and, for the video after it, after growing the ids only:
     group["emb/data"].resize((7, 4))
     group["emb/data"][3:] = 7
+    group["emb/video_id"].resize((3,))
+    group["emb/video_id"][1] = "v2"
     group["emb/offsets"].resize((3,))
-    group["emb/offsets"][2] = 7
+    assert group["emb/offsets"][2] == -1 and group["emb/video_id"][2] == ""
     reopened = RaggedArray.open(group, "emb", (4,), "float32", {"a": 1})
     assert reopened.video_ids == ["v1"] and reopened.n_rows == 3
     assert group["emb/data"].shape == (3, 4)

@@ -86,7 +86,7 @@ def demux(
     params = extraction.demux_params(SAMPLE_RATES)
     group = layout.features.group(dataset, split)
     with executor(compute.workers) as pool:
-        summary = demux_partition(raw, group, params, pool)
+        summary = demux_partition(raw, group, params, pool, layout.spool)
     layout.features.record_failures(dataset, split, "demux", summary.failed)
     frames = RaggedArray.read(group, "frames")
     return MaterializeResult(

@@ -5,11 +5,13 @@ Each modality (``frames``, ``audio_12000``, ``logmel_choi``, ``embeddings`` …)
 ``video_id`` (n ids). Thousands of tiny per-video groups are slow on every filesystem; a few large
 chunked arrays are not.
 
-Crash safety comes from the write order: rows are appended to ``data`` first, then ``offsets``, then
-``video_id``. A video counts as done only once its id is in ``video_id``; on open, anything beyond the
-last complete index entry (rows written by a killed run) is cut off, so a re-run resumes without
-duplicates and never reads a half-written record. Zarr's local store replaces each chunk and metadata
-file atomically, so a single write is never torn. Zarr 3 has no locks: one writer per modality at a time.
+Crash safety comes from the write order: rows are appended to ``data`` first, then the id to
+``video_id``, then its end row to ``offsets`` — the commit point. Growing an array and filling the new
+cell are two writes, so a killed writer can leave a grown index with an unwritten cell; such cells read
+as the fill values (``""`` for ids, ``-1`` for offsets), which no committed entry can hold. On open,
+everything past the last complete entry is cut off, so a re-run resumes without duplicates and never reads
+a half-written record. Zarr's local store replaces each chunk and metadata file atomically, so a single
+write is never torn. Zarr 3 has no locks: one writer per modality at a time.
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ class RaggedArray:
         group.create_array(
             "data", shape=(0, *row_shape), chunks=chunks, dtype=dtype, compressors=[_compressor(dtype)]
         )
-        group.create_array("offsets", shape=(1,), chunks=(65536,), dtype="int64", fill_value=0)
-        group.create_array("video_id", shape=(0,), chunks=(65536,), dtype=str)
+        offsets = group.create_array("offsets", shape=(1,), chunks=(65536,), dtype="int64", fill_value=-1)
+        offsets[0] = 0
+        group.create_array("video_id", shape=(0,), chunks=(65536,), dtype=str, fill_value="")
         group.attrs.update(
             {
                 "params": dict(params),
@@ -106,10 +109,15 @@ class RaggedArray:
     def _reconcile(self) -> None:
         """Cut anything a killed writer left beyond the last complete index entry."""
         ids, offsets, data = self.group["video_id"], self.group["offsets"], self.group["data"]
-        n = min(ids.shape[0], offsets.shape[0] - 1)
-        self._ids: list[str] = [str(v) for v in ids[:n]] if n else []
+        all_ids = [str(v) for v in ids[:]]
+        all_offsets = np.asarray(offsets[:], dtype=np.int64)
+        valid_ids = all_ids.index("") if "" in all_ids else len(all_ids)
+        unwritten = np.flatnonzero(all_offsets < 0)
+        valid_offsets = int(unwritten[0]) if len(unwritten) else len(all_offsets)
+        n = max(0, min(valid_ids, valid_offsets - 1))
+        self._ids: list[str] = all_ids[:n]
         self._index = {v: i for i, v in enumerate(self._ids)}
-        self._offsets = np.asarray(offsets[: n + 1], dtype=np.int64)
+        self._offsets = all_offsets[: n + 1]
         end = int(self._offsets[-1])
         if self.group.read_only:
             return
@@ -142,6 +150,11 @@ class RaggedArray:
     def n_rows(self) -> int:
         return int(self._offsets[-1])
 
+    def row_ranges(self) -> dict[str, tuple[int, int]]:
+        """``video_id → (start, stop)`` rows in ``data``."""
+        o = self._offsets.tolist()
+        return {v: (o[i], o[i + 1]) for i, v in enumerate(self._ids)}
+
     def lengths(self) -> dict[str, int]:
         return dict(zip(self._ids, np.diff(self._offsets).tolist(), strict=True))
 
@@ -166,7 +179,7 @@ class RaggedArray:
             yield v, data[int(self._offsets[i]) : int(self._offsets[i + 1])]
 
     def append(self, items: list[tuple[str, np.ndarray]]) -> None:
-        """Commit several videos at once: data first, then offsets, then ids (the commit point)."""
+        """Commit several videos at once: data first, then ids, then offsets (the commit point)."""
         items = [(v, r) for v, r in items if v not in self._index]
         if not items:
             return
@@ -182,14 +195,43 @@ class RaggedArray:
             data[start:] = block
         new_offsets = start + np.cumsum([len(r) for _, r in items], dtype=np.int64)
         n = len(self._ids)
-        offsets.resize((n + 1 + len(items),))
-        offsets[n + 1 :] = new_offsets
         ids.resize((n + len(items),))
         ids[n:] = np.array([v for v, _ in items], dtype=object)
+        offsets.resize((n + 1 + len(items),))
+        offsets[n + 1 :] = new_offsets  # the commit point
         for v, _ in items:
             self._index[v] = len(self._ids)
             self._ids.append(v)
         self._offsets = np.concatenate([self._offsets, new_offsets])
+
+    def append_stream(self, video_id: str, chunks: Iterable[np.ndarray]) -> None:
+        """Commit one video whose rows arrive in chunks (a long video never sits in memory whole).
+
+        Rows go to ``data`` chunk by chunk; the index is written last, so a crash in between leaves rows
+        that the next open cuts off.
+        """
+        if video_id in self._index:
+            return
+        data = self.group["data"]
+        row_shape = tuple(data.shape[1:])
+        end = int(self._offsets[-1])
+        for chunk in chunks:
+            if tuple(chunk.shape[1:]) != row_shape:
+                raise ValueError(f"{video_id}: rows of shape {chunk.shape[1:]}, expected {row_shape}")
+            if len(chunk):
+                data.resize((end + len(chunk), *row_shape))
+                data[end:] = np.asarray(chunk, dtype=data.dtype)
+                end += len(chunk)
+        if data.shape[0] != end:  # nothing was written: keep ``data`` in step with the index
+            data.resize((end, *row_shape))
+        n = len(self._ids)
+        self.group["video_id"].resize((n + 1,))
+        self.group["video_id"][n] = video_id
+        self.group["offsets"].resize((n + 2,))
+        self.group["offsets"][n + 1] = end  # the commit point
+        self._index[video_id] = n
+        self._ids.append(video_id)
+        self._offsets = np.append(self._offsets, end)
 
     def data_version(self) -> str:
         """Content identity for Dagster: parameters plus which videos (and how many rows) are stored."""

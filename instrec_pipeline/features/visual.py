@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,23 +150,3 @@ class FrameEmbedder:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
             y = self.model(x)
         return y.float().cpu().numpy()
-
-    def embed_videos(self, videos: Iterator[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
-        """Embed frames of many videos in shared batches, so short videos still fill the GPU."""
-        pending: list[tuple[str, np.ndarray]] = []
-        pending_rows = 0
-        for vid, frames in videos:
-            pending.append((vid, frames))
-            pending_rows += len(frames)
-            if pending_rows >= self.batch_size:
-                yield from self._flush(pending)
-                pending, pending_rows = [], 0
-        yield from self._flush(pending)
-
-    def _flush(self, pending: list[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
-        if not pending:
-            return
-        emb = self.embed(np.concatenate([f for _, f in pending]))
-        bounds = np.cumsum([0] + [len(f) for _, f in pending])
-        for (vid, _), a, b in zip(pending, bounds[:-1], bounds[1:], strict=True):
-            yield vid, emb[a:b]

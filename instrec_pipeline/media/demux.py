@@ -40,7 +40,16 @@ import numpy as np
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.probe import MediaInfo, _probe, _Probed, ffmpeg_path, last_line
 
-__all__ = ["DemuxParams", "Demuxed", "demux", "iter_frames", "expected_frame_count", "frame_instants"]
+__all__ = [
+    "DemuxParams",
+    "Demuxed",
+    "Spooled",
+    "demux",
+    "demux_to_spool",
+    "iter_frames",
+    "expected_frame_count",
+    "frame_instants",
+]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +176,55 @@ def _read_batches(pipe: IO[bytes], shape: tuple[int, int, int], batch: int) -> I
             return
 
 
+def read_f32(path: Path, start: int = 0, count: int = -1) -> np.ndarray:
+    """Samples of a raw f32le file, clipped to [-1, 1] (soxr's band-limiting can overshoot full scale)."""
+    samples = np.fromfile(path, dtype="<f4", offset=4 * start, count=count).astype(np.float32, copy=False)
+    return np.clip(samples, -1.0, 1.0, out=samples)
+
+
+@dataclass
+class Spooled:
+    """A demuxed video parked on local disk, so a single store writer can copy it in bounded chunks."""
+
+    frames_file: Path | None  # raw (n, crop, crop, 3) uint8, or None without a video stream
+    n_frames: int
+    audio_files: dict[int, Path]  # rate -> raw f32le mono
+    info: MediaInfo
+    crop: int
+
+    def frame_chunks(self, rows: int = 64) -> Iterator[np.ndarray]:
+        if self.frames_file is None or not self.n_frames:
+            return
+        frames = np.memmap(self.frames_file, np.uint8, "r", shape=(self.n_frames, self.crop, self.crop, 3))
+        for i in range(0, self.n_frames, rows):
+            yield np.array(frames[i : i + rows])
+
+    def audio_chunks(self, rate: int, samples: int = 1 << 20) -> Iterator[np.ndarray]:
+        path = self.audio_files.get(rate)
+        if path is None:
+            return
+        total = path.stat().st_size // 4
+        for start in range(0, total, samples):
+            yield read_f32(path, start, min(samples, total - start))
+
+
+def demux_to_spool(path: Path, params: DemuxParams, spool_dir: Path, batch: int = 64) -> Spooled:
+    """:func:`demux`, but frames and audio go to files in ``spool_dir``: memory stays at one batch."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    job = _Job(path, params, with_audio=True)
+    frames_file = spool_dir / "frames.u8" if job.expected else None
+    n = 0
+    if frames_file is not None:
+        with frames_file.open("wb") as out:
+            for arr in job.batches(batch, audio_dir=spool_dir):
+                out.write(np.ascontiguousarray(arr).tobytes())
+                n += len(arr)
+    else:
+        for _ in job.batches(batch, audio_dir=spool_dir):
+            pass
+    return Spooled(frames_file, n, job.audio_files, job.probed.info, params.crop)
+
+
 class _Job:
     """One ffmpeg run over one file; ``batches()`` streams frames, and once it is exhausted ``audio`` is
     filled in."""
@@ -179,6 +237,7 @@ class _Job:
         self.expected = expected_frame_count(info.duration, params.fps) if info.has_video else 0
         self.rates = sorted(set(int(r) for r in params.sample_rates)) if with_audio and info.has_audio else []
         self.audio: dict[int, np.ndarray] = {}
+        self.audio_files: dict[int, Path] = {}
 
     def _error(self, reason: str) -> MediaError:
         return MediaError(reason, self.path.name)
@@ -205,14 +264,16 @@ class _Job:
         args = ffmpeg.merge_outputs(*outputs).compile()
         return [args[0], *_GLOBAL_ARGS, *args[1:]], files
 
-    def batches(self, batch: int = 64) -> Iterator[np.ndarray]:
+    def batches(self, batch: int = 64, audio_dir: Path | None = None) -> Iterator[np.ndarray]:
+        """Frame batches; then the audio, loaded into ``self.audio`` — or, with ``audio_dir``, left there as
+        ``audio_<rate>.f32`` files (``self.audio_files``) for a caller that streams it."""
         if batch < 1:
             raise ValueError("batch must be >= 1")
         if not self.expected and not self.rates:
             return
         c = self.params.crop
         with tempfile.TemporaryDirectory(prefix="instrec-demux-") as tmpdir:
-            args, files = self._command(Path(tmpdir))
+            args, files = self._command(Path(audio_dir or tmpdir))
             try:
                 proc = subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -250,10 +311,9 @@ class _Job:
                         k = min(batch, self.expected - emitted)
                         yield np.repeat(last[None], k, axis=0)
                         emitted += k
-                for rate, f in files.items():
-                    # soxr's band-limiting can overshoot full-scale input slightly; clip in place
-                    samples = np.fromfile(f, dtype="<f4").astype(np.float32, copy=False)
-                    self.audio[rate] = np.clip(samples, -1.0, 1.0, out=samples)
+                self.audio_files = files
+                for rate, f in files.items() if audio_dir is None else ():
+                    self.audio[rate] = read_f32(f)
             finally:
                 if proc.poll() is None:  # consumer stopped early or an exception: don't leave ffmpeg behind
                     proc.kill()

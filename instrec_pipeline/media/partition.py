@@ -1,28 +1,25 @@
 """Fetch and demux every video of one dataset × split, recording per-video failures instead of failing.
 
-Results are committed to the feature store in small batches as they arrive, so a crash loses at most the
-batch in flight and a re-run skips every committed video.
+Each video is committed to the feature store as soon as it is demuxed, so a crash loses at most the videos
+in flight and a re-run skips every committed one.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import zarr
 
 from instrec_pipeline.features.store import RaggedArray
-from instrec_pipeline.media.demux import Demuxed, DemuxParams, demux
+from instrec_pipeline.media.demux import DemuxParams, Spooled, demux_to_spool
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.fetch import fetch
 from instrec_pipeline.parallel import map_unordered
-
-#: Commit to the store after this many videos (or this many bytes), whichever comes first.
-COMMIT_VIDEOS = 16
-COMMIT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -92,12 +89,15 @@ def _audio_modality(group: zarr.Group, sample_rate: int) -> RaggedArray:
 
 
 def demux_partition(
-    raw: pd.DataFrame, group: zarr.Group, params: DemuxParams, pool: Executor
+    raw: pd.DataFrame, group: zarr.Group, params: DemuxParams, pool: Executor, spool_root: Path
 ) -> StageSummary:
     """Demux every fetched video not yet in the store: frames at ``params.fps`` and mono audio per rate.
 
-    A video without audio stores zero audio samples (a missing modality downstream), an audio-only file
-    zero frames; a video that ffmpeg cannot read is recorded with its reason and retried on the next run.
+    Workers run ffmpeg and park each result on local disk (:func:`demux_to_spool`); this thread, the
+    store's only writer, copies it in bounded chunks and commits it. Memory stays at a few chunks per
+    worker whatever the videos' lengths. A video without audio stores zero audio samples (a missing
+    modality downstream), an audio-only file zero frames; one that ffmpeg cannot read is recorded with its
+    reason and retried on the next run.
     """
     frames = _frames_modality(group, params)
     audio = {sr: _audio_modality(group, sr) for sr in params.sample_rates}
@@ -110,35 +110,27 @@ def demux_partition(
             summary.skipped += 1
         else:
             todo.append((vid, path))
+    spool_root.mkdir(parents=True, exist_ok=True)
 
-    def one(item: tuple[str, str]) -> Demuxed | str:
+    def one(item: tuple[str, str]) -> tuple[Spooled | str, Path]:
+        spool = Path(tempfile.mkdtemp(prefix="demux-", dir=spool_root))
         try:
-            return demux(Path(item[1]), params)
+            return demux_to_spool(Path(item[1]), params, spool), spool
         except MediaError as exc:
-            return exc.reason
+            return exc.reason, spool
         except Exception as exc:  # keep the partition going; the reason is reported per video
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}", spool
 
-    batch: list[tuple[str, Demuxed]] = []
-    batch_bytes = 0
-
-    def commit() -> None:
-        # Audio first, frames last: ``frames`` is the index the skip test reads first.
-        for sr, modality in audio.items():
-            modality.append([(v, d.audio.get(sr, np.zeros(0, np.float32))) for v, d in batch])
-        frames.append([(v, d.frames) for v, d in batch])
-        batch.clear()
-
-    for (vid, _), result in map_unordered(pool, one, todo):
-        if isinstance(result, str):
-            summary.failed[vid] = result
-            continue
-        batch.append((vid, result))
-        batch_bytes += result.frames.nbytes + sum(a.nbytes for a in result.audio.values())
-        summary.processed += 1
-        if len(batch) >= COMMIT_VIDEOS or batch_bytes >= COMMIT_BYTES:
-            commit()
-            batch_bytes = 0
-    if batch:
-        commit()
+    for (vid, _), (result, spool) in map_unordered(pool, one, todo):
+        try:
+            if isinstance(result, str):
+                summary.failed[vid] = result
+                continue
+            # Audio first, frames last: ``frames`` is the index the skip test reads first.
+            for sr, modality in audio.items():
+                modality.append_stream(vid, result.audio_chunks(sr))
+            frames.append_stream(vid, result.frame_chunks())
+            summary.processed += 1
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
     return summary
