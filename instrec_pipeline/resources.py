@@ -27,6 +27,11 @@ class ComputeResource(ConfigurableResource):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 …")
     batch_size: int = Field(default=64, description="Frames per Inception batch")
     workers: int = Field(default=2, description="Parallel per-video workers (ffmpeg processes, fetches)")
+    dask_scheduler: str = Field(
+        default="",
+        description="tcp://host:port of a Dask distributed scheduler: per-video work runs on its workers "
+        "(the store root must then be on a filesystem they share); empty = local threads",
+    )
 
 
 class MediaResource(ConfigurableResource):

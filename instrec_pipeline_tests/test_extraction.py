@@ -146,3 +146,64 @@ def _shape(ids_meta: Path) -> int:
         return int(json.loads(ids_meta.read_text())["shape"][0])
     except (ValueError, KeyError):
         return 0
+
+
+def test_the_same_extraction_runs_on_a_dask_cluster(tmp_path: Path) -> None:
+    """Per-video work goes to a Dask LocalCluster (worker processes, loopback) through the same code."""
+    from distributed import LocalCluster, get_task_stream
+
+    from instrec_pipeline.parallel import executor
+
+    videos = [_video(tmp_path / f"v{i}.mp4", 2 + i) for i in range(3)]
+    raw = _raw([(f"v{i}", p, "") for i, p in enumerate(videos)])
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        group = FeatureStore(tmp_path / "dask").group("d", "train")
+        with (
+            executor(dask_scheduler=cluster.scheduler_address) as pool,
+            get_task_stream(pool._client) as tasks,  # noqa: SLF001 - proof that the workers did the work
+        ):
+            summary = demux_partition(raw, group, PARAMS, pool, tmp_path / "spool")
+    assert summary.processed == 3 and not summary.failed
+    assert len(tasks.data) == 3 and all(t["worker"].startswith("tcp://127.0.0.1:") for t in tasks.data)
+    local = FeatureStore(tmp_path / "local").group("d", "train")
+    with ThreadPoolExecutor(2) as pool:
+        demux_partition(raw, local, PARAMS, pool, tmp_path / "spool")
+    for v in ("v0", "v1", "v2"):
+        np.testing.assert_array_equal(
+            RaggedArray.read(group, "frames").get(v), RaggedArray.read(local, "frames").get(v)
+        )
+
+
+def test_fetch_partition_mixes_sources_and_reports_failures(tmp_path: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from instrec_pipeline.media.partition import fetch_partition
+
+    media = tmp_path / "media"
+    media.mkdir()
+    _video(media / "local clip.mp4", 2)
+    _video(media / "served.mp4", 2)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(media))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        table = pd.DataFrame({
+            "video_id": ["local", "http", "http404", "youtube", "ftp", "gone"],
+            "source": ["local clip.mp4", f"{url}/served.mp4", f"{url}/missing.mp4", "yt:dQw4w9WgXcQ",
+                       "ftp://example.org/a.mp4", "not-here.mp4"],
+        })  # fmt: skip
+        with ThreadPoolExecutor(2) as pool:
+            out, summary = fetch_partition(table, tmp_path / "raw", media, pool, retries=1, timeout=5)
+    finally:
+        server.shutdown()
+    ok = out.set_index("video_id")
+    assert summary.processed == 2 and set(summary.failed) == {"http404", "youtube", "ftp", "gone"}
+    for vid in ("local", "http"):
+        path = Path(ok.loc[vid, "raw_path"])
+        assert path.is_file() and path.parent.parent == tmp_path / "raw"  # content-addressed
+    assert all(ok.loc[v, "error"] for v in summary.failed)

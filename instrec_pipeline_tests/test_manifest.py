@@ -73,3 +73,28 @@ def test_paper_lists_load_with_labels_from_folders(tmp_path: Path) -> None:
     assert len(yt8m.table) == 60794 and set(yt8m.table["label"]) == set(YT8M_CLASSES)
     shares = yt8m.table.groupby("split").size() / len(yt8m.table)
     assert abs(shares["train"] - 0.70) < 0.01 and abs(shares["test"] - 0.15) < 0.01
+
+
+def test_user_dataset_from_yaml_with_a_parquet_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instrec_pipeline.datasets import registry
+
+    rows = [(f"v{i}", f"clips/v{i}.mp4", ["cello", "flute"][i % 2], "") for i in range(20)]
+    rows.append(("bad", "x.mp4", "tuba", ""))
+    _table(rows).to_parquet(tmp_path / "manifest.parquet")
+    (tmp_path / "sets.yaml").write_text(
+        "datasets:\n  mine:\n    manifest: manifest.parquet\n    media_root: media\n"
+        "    classes: [cello, flute]\n    training:\n      audio: {max_epochs: 3}\n"
+    )
+    monkeypatch.setenv("INSTREC_DATASETS", str(tmp_path / "sets.yaml"))
+    registry.datasets.cache_clear()
+    try:
+        spec = registry.datasets()["mine"]
+        assert spec.media_dir(tmp_path / "ignored") == tmp_path / "media"
+        assert spec.training["audio"] == {"max_epochs": 3}
+        m = load_manifest("mine", tmp_path)
+        assert len(m.table) == 20 and [r.video_id for r in m.rejected] == ["bad"]
+        assert set(m.table["split"]) == {"train", "val", "test"}
+    finally:
+        registry.datasets.cache_clear()

@@ -53,7 +53,7 @@ def raw_videos(
     layout = store.layout
     table = read_csv(layout.table(dataset, split, "manifest"))
     media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
-    with executor(compute.workers) as pool:
+    with executor(compute.workers, compute.dask_scheduler) as pool:
         out, summary = fetch_partition(
             table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s
         )
@@ -85,7 +85,7 @@ def demux(
     raw = read_csv(layout.table(dataset, split, "raw_videos"))
     params = extraction.demux_params(SAMPLE_RATES)
     group = layout.features.group(dataset, split)
-    with executor(compute.workers) as pool:
+    with executor(compute.workers, compute.dask_scheduler) as pool:
         summary = demux_partition(raw, group, params, pool, layout.spool)
     layout.features.record_failures(dataset, split, "demux", summary.failed)
     frames = RaggedArray.read(group, "frames")
