@@ -11,10 +11,11 @@ from pathlib import Path
 from dagster import AssetSelection, DagsterInstance, MultiPartitionKey, materialize
 
 from instrec_pipeline.datasets.manifest import SPLITS
+from instrec_pipeline.models import AUDIO_MODELS
 from instrec_pipeline.resources import StoreResource
 
 EXTRACTION = ["manifest", "raw_videos", "demux", "log_mel", "frame_embeddings"]
-TRAINING = ["audio_model", "video_model", "fusion_model", "evaluation_report"]
+TRAINING = [*(f"audio_model_{m}" for m in AUDIO_MODELS), "video_model", "fusion_model", "evaluation_report"]
 
 
 def _instance() -> DagsterInstance:
@@ -68,12 +69,29 @@ def _demo(args: argparse.Namespace) -> None:
     print("Web UI: `make ui` (dagster dev on http://127.0.0.1:3000) → Assets → evaluation_report.")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from instrec_pipeline.layout import Layout, default_root
+    from instrec_pipeline.predict import format_prediction, predict_video
+
+    layout = Layout(Path(args.root).resolve() if args.root else default_root())
+    for video in args.videos:
+        pred = predict_video(Path(video), layout, args.dataset, args.device)
+        print(f"{video} (models of {args.dataset}):\n{format_prediction(pred, args.top)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="instrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="materialise the whole graph on the embedded demo dataset")
     demo.add_argument("--root", help="store root (default $INSTREC_HOME or ./data)")
     demo.set_defaults(func=_demo)
+    predict = sub.add_parser("predict", help="instrument probabilities of new videos, per modality and fused")
+    predict.add_argument("videos", nargs="+", help="video file(s)")
+    predict.add_argument("--dataset", default="demo", help="whose trained models to use (default demo)")
+    predict.add_argument("--root", help="store root (default $INSTREC_HOME or ./data)")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--top", type=int, default=3)
+    predict.set_defaults(func=_predict)
     args = parser.parse_args(argv)
     args.func(args)
 

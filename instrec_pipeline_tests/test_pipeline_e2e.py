@@ -30,7 +30,14 @@ def test_every_asset_materialised_for_every_partition(materialised: tuple[Layout
     for name in ("manifest", "raw_videos", "demux", "log_mel", "frame_embeddings"):
         keys = instance.get_materialized_partitions(AssetKey(name))
         assert {f"tiny|{s}" for s in SPLITS} <= set(keys), name
-    for name in ("audio_model", "video_model", "fusion_model", "evaluation_report"):
+    for name in (
+        "audio_model_han",
+        "audio_model_choi",
+        "audio_model_xception",
+        "video_model",
+        "fusion_model",
+        "evaluation_report",
+    ):
         assert "tiny" in instance.get_materialized_partitions(AssetKey(name)), name
 
 
@@ -70,3 +77,18 @@ def test_report_comes_from_the_data(materialised: tuple[Layout, DagsterInstance]
     event = instance.get_latest_materialization_event(AssetKey("evaluation_report"))
     md = event.asset_materialization.metadata["report"].value
     assert "data:image/png;base64," in md and "Hit@1" in md
+
+
+def test_predict_a_new_video(materialised: tuple[Layout, DagsterInstance], tiny_dataset: Path) -> None:
+    from instrec_pipeline.predict import format_prediction, predict_video
+
+    layout, _ = materialised
+    manifest = pd.read_csv(tiny_dataset)
+    row = manifest[manifest["split"] == "test"].iloc[0]
+    pred = predict_video(tiny_dataset.parent / row["source"], layout, "tiny", "cpu")
+    assert set(pred.probs.index) == {"audio: han", "audio: choi", "audio: xception", "video", "score average",
+                                     "fusion"}  # fmt: skip
+    assert list(pred.probs.columns) == ["flute", "guitar", "trumpet"]
+    assert abs(pred.probs.sum(axis=1) - 1).max() < 1e-4
+    text = format_prediction(pred)
+    assert "fusion" in text and "%" in text

@@ -45,3 +45,25 @@ def test_video_training_is_reproducible_and_learns() -> None:
     np.testing.assert_array_equal(p[0], p[1])
     assert runs[0][2].history == runs[1][2].history
     assert (p[0].argmax(1) == val.labels).mean() == 1.0
+
+
+def test_audio_training_is_reproducible_and_missing_audio_is_chance() -> None:
+    from instrec_pipeline.training.audio import AudioTrainConfig, audio_probs, train_audio
+
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> SplitData:
+        labels = np.arange(n) % 2
+        ramp = 3 * np.linspace(-1, 1, 128)
+        audio = {
+            f"v{i}": (rng.normal(size=(120, 128)) + labels[i] * ramp).astype(np.float32) for i in range(n)
+        }
+        return SplitData([f"v{i}" for i in range(n)], labels, audio=audio)
+
+    train, val = split(8), split(4)
+    cfg = AudioTrainConfig(model="han", n_segments=3, batch_size=8, max_epochs=3, patience=2, seed=1)
+    runs = [train_audio(train, val, 2, cfg, torch.device("cpu")) for _ in range(2)]
+    assert runs[0][1].history == runs[1][1].history
+    del val.audio["v0"]  # a video without audio gets the uniform prior, not a made-up score
+    probs = audio_probs(runs[0][0], val, cfg, 2, torch.device("cpu"))
+    np.testing.assert_allclose(probs[0], [0.5, 0.5])

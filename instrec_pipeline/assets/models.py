@@ -1,13 +1,23 @@
-"""Per-dataset model assets: the audio CNN, the video model and the late fusion, trained on all splits'
+"""Per-dataset model assets: three audio CNNs, the video model and the late fusion, trained on all splits'
 stored features (train to fit, val to stop early; test is the report's alone)."""
 
 from dataclasses import replace
+from typing import Any
 
-from dagster import AssetDep, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from instrec_pipeline.assets.features import frame_embeddings, log_mel
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.features.visual import resolve_device
+from instrec_pipeline.models import AUDIO_MODELS, AUDIO_TITLES
 from instrec_pipeline.partitions import all_splits_of_dataset, dataset_partitions
 from instrec_pipeline.resources import ComputeResource, StoreResource
 from instrec_pipeline.training.audio import AudioTrainConfig
@@ -28,18 +38,12 @@ class TrainConfig(Config):
     seed: int = 0
 
 
-def _configured(base: object, dataset: str, kind: str, config: TrainConfig) -> object:
+def _configured(base: Any, dataset: str, kind: str, config: TrainConfig) -> Any:
     cfg = replace(base, **datasets()[dataset].training.get(kind, {}))
-    overrides = {
-        k: v
-        for k, v in {"max_epochs": config.max_epochs, "patience": config.patience, "lr": config.lr}.items()
-        if v
-    }
-    return replace(cfg, **overrides, balanced=config.balanced, seed=config.seed)
-
-
-def _deps() -> list[AssetDep]:
-    return [AssetDep(a, partition_mapping=all_splits_of_dataset) for a in (log_mel, frame_embeddings)]
+    overrides = {"max_epochs": config.max_epochs, "patience": config.patience, "lr": config.lr}
+    return replace(
+        cfg, **{k: v for k, v in overrides.items() if v}, balanced=config.balanced, seed=config.seed
+    )
 
 
 def _training_metadata(meta: dict) -> dict[str, object]:
@@ -54,36 +58,53 @@ def _training_metadata(meta: dict) -> dict[str, object]:
     }
 
 
-@asset(partitions_def=dataset_partitions, group_name=GROUP, deps=_deps(), code_version="1", pool="gpu")
-def audio_model(
-    context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
-) -> MaterializeResult:
-    """Choi et al. 2016 on log-mel UC segments (10 per video, predictions averaged), Adam, early stopping."""
-    dataset = context.partition_key
-    cfg = _configured(AudioTrainConfig(model="choi"), dataset, "audio", config)
-    meta = train_and_save_audio(
-        store.layout, dataset, list(datasets()[dataset].classes), cfg, resolve_device(compute.device)
+FEATURE_DEPS = [AssetDep(a, partition_mapping=all_splits_of_dataset) for a in (log_mel, frame_embeddings)]
+
+
+def audio_model_asset(name: str) -> AssetsDefinition:
+    """One asset per audio CNN, so each can be retrained (or fail) on its own."""
+
+    @asset(
+        name=f"audio_model_{name}",
+        partitions_def=dataset_partitions,
+        group_name=GROUP,
+        deps=FEATURE_DEPS,
+        code_version="1",
+        pool="gpu",
+        description=f"{AUDIO_TITLES[name]} on log-mel segments (UC: 10 per video, predictions averaged), "
+        "Adam, early stopping on the val split.",
     )
-    return MaterializeResult(metadata=_training_metadata(meta))
+    def _audio_model(
+        context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
+    ) -> MaterializeResult:
+        dataset = context.partition_key
+        cfg = _configured(AudioTrainConfig(model=name), dataset, "audio", config)
+        classes = list(datasets()[dataset].classes)
+        meta = train_and_save_audio(store.layout, dataset, classes, cfg, resolve_device(compute.device))
+        return MaterializeResult(metadata=_training_metadata(meta))
+
+    return _audio_model
 
 
-@asset(partitions_def=dataset_partitions, group_name=GROUP, deps=_deps(), code_version="1", pool="gpu")
+audio_models = [audio_model_asset(name) for name in AUDIO_MODELS]
+
+
+@asset(partitions_def=dataset_partitions, group_name=GROUP, deps=FEATURE_DEPS, code_version="1", pool="gpu")
 def video_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
     """Frame classifier over Inception embeddings: k random frames per video per epoch, SGD, lr halved /5."""
     dataset = context.partition_key
     cfg = _configured(VideoTrainConfig(), dataset, "video", config)
-    meta = train_and_save_video(
-        store.layout, dataset, list(datasets()[dataset].classes), cfg, resolve_device(compute.device)
-    )
+    classes = list(datasets()[dataset].classes)
+    meta = train_and_save_video(store.layout, dataset, classes, cfg, resolve_device(compute.device))
     return MaterializeResult(metadata=_training_metadata(meta))
 
 
 @asset(
     partitions_def=dataset_partitions,
     group_name=GROUP,
-    deps=[audio_model, video_model],
+    deps=[*audio_models, video_model],
     code_version="1",
     pool="gpu",
 )
@@ -93,7 +114,6 @@ def fusion_model(
     """The paper's late fusion on (k+1, n) inputs: k frame vectors + 1 audio vector, two FC 1024 + BN."""
     dataset = context.partition_key
     cfg = _configured(FusionTrainConfig(), dataset, "fusion", config)
-    meta = train_and_save_fusion(
-        store.layout, dataset, list(datasets()[dataset].classes), "choi", cfg, resolve_device(compute.device)
-    )
-    return MaterializeResult(metadata=_training_metadata(meta))
+    classes = list(datasets()[dataset].classes)
+    meta = train_and_save_fusion(store.layout, dataset, classes, cfg, resolve_device(compute.device))
+    return MaterializeResult(metadata={**_training_metadata(meta), "audio_model": meta["audio_model"]})

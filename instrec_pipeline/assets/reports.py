@@ -2,22 +2,35 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.models import fusion_model
+from instrec_pipeline.assets.models import audio_models, fusion_model
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.evaluation.evaluate import evaluate_dataset
 from instrec_pipeline.features.visual import resolve_device
+from instrec_pipeline.models import AUDIO_MODELS
 from instrec_pipeline.partitions import dataset_partitions
 from instrec_pipeline.resources import ComputeResource, StoreResource
 
 
-@asset(partitions_def=dataset_partitions, group_name="reports", deps=[fusion_model], code_version="1")
+@asset(
+    partitions_def=dataset_partitions,
+    group_name="reports",
+    deps=[fusion_model, *audio_models],
+    code_version="1",
+)
 def evaluation_report(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
     """Hit@1, Hit@3, F1 (macro, weighted), per-class tables, confusion matrices, t-SNE and curves."""
     dataset = context.partition_key
-    classes = list(datasets()[dataset].classes)
-    report = evaluate_dataset(store.layout, dataset, classes, ["choi"], resolve_device(compute.device))
+    spec = datasets()[dataset]
+    report = evaluate_dataset(
+        store.layout,
+        dataset,
+        list(spec.classes),
+        list(AUDIO_MODELS),
+        resolve_device(compute.device),
+        paper_dataset=spec.paper_reference,
+    )
     metadata: dict[str, object] = {
         "report": MetadataValue.md(report.markdown),
         "path": MetadataValue.path(str(report.files["report.md"])),

@@ -13,12 +13,11 @@ import torch
 
 from instrec_pipeline.evaluation.report import ModelResult, Report, build_report
 from instrec_pipeline.layout import Layout
+from instrec_pipeline.models import AUDIO_TITLES
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
 from instrec_pipeline.training.fusion import fusion_probs, stack_batch
 from instrec_pipeline.training.runs import Unimodal, history_arrays, load_audio, load_fusion
 from instrec_pipeline.training.video import video_probs
-
-AUDIO_TITLES = {"han": "Han et al. 2016", "choi": "Choi et al. 2016", "xception": "Xception"}
 
 
 def evaluate_dataset(
@@ -28,6 +27,7 @@ def evaluate_dataset(
     audio_names: list[str],
     device: torch.device,
     out_dir: Path | None = None,
+    paper_dataset: str | None = None,
 ) -> Report:
     """Test-split predictions of every model → :func:`build_report` (files under the dataset's report dir)."""
     n = len(classes)
@@ -99,7 +99,7 @@ def evaluate_dataset(
             fusion_probs(fusion, inputs, n, device, use_video=False),
         )
     )
-    return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset))
+    return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset)
 
 
 def _stack(per_video: dict[str, np.ndarray], y: np.ndarray, ids: list[str]) -> np.ndarray | None:

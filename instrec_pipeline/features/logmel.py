@@ -60,7 +60,7 @@ def _transform(params: MelParams, device: str) -> torchaudio.transforms.MelSpect
 
 def log_mel(audio: np.ndarray | torch.Tensor, params: MelParams, device: str = "cpu") -> np.ndarray:
     """Mono audio at ``params.sample_rate`` → float32 ``(frames, n_mels)`` in dB (max − top_db floor)."""
-    x = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(device)
+    x = torch.from_numpy(np.array(audio, dtype=np.float32)).to(device)  # a copy: inputs may be read-only
     if x.ndim != 1:
         raise ValueError(f"expected mono audio (1-D), got shape {tuple(x.shape)}")
     if x.numel() == 0:

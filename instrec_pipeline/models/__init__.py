@@ -44,11 +44,17 @@ HAN_INPUT = AudioInput(n_mels=128, frames=43, sample_rate=22050, n_fft=1024, hop
 CHOI_INPUT = AudioInput(n_mels=96, frames=1366, sample_rate=12000, n_fft=512, hop=256)
 
 AUDIO_MODELS: dict[str, type[nn.Module]] = {"han": HanNet, "choi": ChoiNet, "xception": XceptionAudio}
+AUDIO_TITLES: dict[str, str] = {
+    "han": "Han et al. 2016",
+    "choi": "Choi et al. 2016",
+    "xception": "Xception (48×3 first filters)",
+}
 AUDIO_INPUTS: dict[str, AudioInput] = {"han": HAN_INPUT, "choi": CHOI_INPUT, "xception": CHOI_INPUT}
 
 __all__ = [
     "AUDIO_INPUTS",
     "AUDIO_MODELS",
+    "AUDIO_TITLES",
     "CHOI_INPUT",
     "HAN_INPUT",
     "AudioInput",

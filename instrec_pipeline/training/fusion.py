@@ -21,6 +21,9 @@ from instrec_pipeline.training.loop import FitResult, StopRule, class_weights, f
 
 @dataclass(frozen=True)
 class FusionTrainConfig:
+    """The paper's fusion: two FC 1024 on (k + 1, n); Adam (the paper names no optimiser for it)."""
+
+    audio_model: str = "choi"  # which trained audio net provides the audio vector
     k: int = 20
     n: int = 1024
     hidden: int = 1024

@@ -113,20 +113,15 @@ class Unimodal:
 
 
 def train_and_save_fusion(
-    layout: Layout,
-    dataset: str,
-    classes: list[str],
-    audio_name: str,
-    cfg: FusionTrainConfig,
-    device: torch.device,
+    layout: Layout, dataset: str, classes: list[str], cfg: FusionTrainConfig, device: torch.device
 ) -> dict[str, Any]:
-    uni = Unimodal.load(layout, dataset, audio_name, device)
+    uni = Unimodal.load(layout, dataset, cfg.audio_model, device)
     train = uni.fusion_inputs(uni.split(layout, dataset, "train", classes), device)
     val = uni.fusion_inputs(uni.split(layout, dataset, "val", classes), device)
     dv, da = uni.video.embedding_dim, uni.audio.embedding_dim
     model, fit = train_fusion(train, val, len(classes), dv, da, cfg, device)
     meta = _meta(classes, cfg.as_dict(), fit, len(train.video_ids))
-    meta.update({"audio_model": audio_name, "video_dim": dv, "audio_dim": da})
+    meta.update({"audio_model": cfg.audio_model, "video_dim": dv, "audio_dim": da})
     save_checkpoint(layout.model(dataset, "fusion"), model, meta, {})
     return meta
 

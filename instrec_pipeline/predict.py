@@ -1,0 +1,92 @@
+"""Predict the instrument of one new video with a dataset's trained models (demux → features → models).
+
+Extraction settings (frame sampling, crop, Inception weights) are read from the dataset's feature store,
+so the new video is processed exactly as the training videos were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from instrec_pipeline.features.logmel import MelParams, log_mel
+from instrec_pipeline.features.visual import FrameEmbedder
+from instrec_pipeline.layout import Layout
+from instrec_pipeline.media.demux import DemuxParams, demux
+from instrec_pipeline.models import AUDIO_MODELS
+from instrec_pipeline.training.audio import audio_probs
+from instrec_pipeline.training.data import SplitData
+from instrec_pipeline.training.fusion import FusionInputs, fusion_probs
+from instrec_pipeline.training.runs import Unimodal, load_audio, load_fusion
+from instrec_pipeline.training.video import video_probs
+
+
+@dataclass
+class Prediction:
+    classes: list[str]
+    probs: pd.DataFrame  # rows: modality/model, columns: classes
+
+    def top(self, row: str = "fusion", k: int = 3) -> list[tuple[str, float]]:
+        ranked = self.probs.loc[row].sort_values(ascending=False)
+        return list(ranked.head(k).items())
+
+
+def _embedder_for(layout: Layout, dataset: str, device: str) -> tuple[FrameEmbedder, DemuxParams]:
+    store = layout.features
+    frames = store.modality(dataset, "train", "frames").params
+    emb = store.modality(dataset, "train", "embeddings").params
+    weights = {"imagenet": "imagenet", "random": "random"}.get(emb["weights"], emb["weights_source"])
+    audio_rates = tuple(int(m.removeprefix("audio_")) for m in store.group(dataset, "train", "r") if
+                        m.startswith("audio_"))  # fmt: skip
+    params = DemuxParams(
+        fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates
+    )
+    return FrameEmbedder(weights, device), params
+
+
+def _log_mels(audio: dict[int, np.ndarray], vid: str, mel: MelParams, device: str) -> dict[str, np.ndarray]:
+    """The video's log-mel for one model input, or nothing when it has no audio (a missing modality)."""
+    samples = audio.get(mel.sample_rate)
+    return {vid: log_mel(samples, mel, device)} if samples is not None and len(samples) else {}
+
+
+def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto") -> Prediction:
+    """Probabilities per audio model, the video model, score averaging and the fusion."""
+    embedder, params = _embedder_for(layout, dataset, device)
+    dev = embedder.device
+    fusion, meta = load_fusion(layout, dataset, dev)
+    classes = list(meta["classes"])
+    uni = Unimodal.load(layout, dataset, meta["audio_model"], dev)
+    media = demux(path, params)
+    vid = path.stem
+    frames = {vid: embedder.embed(media.frames)} if len(media.frames) else {}
+    rows: dict[str, np.ndarray] = {}
+    for name in AUDIO_MODELS:
+        try:
+            model, cfg, _ = load_audio(layout, dataset, name, dev)
+        except FileNotFoundError:
+            continue
+        data = SplitData([vid], np.zeros(1, np.int64), _log_mels(media.audio, vid, cfg.mel, str(dev)))
+        rows[f"audio: {name}"] = audio_probs(model, data, cfg, len(classes), dev)[0]
+    data = SplitData([vid], np.zeros(1, np.int64), frames=frames)
+    rows["video"] = video_probs(uni.video, data, uni.norm, len(classes), dev)[0]
+    main_audio = rows.get(f"audio: {uni.audio_name}")
+    if main_audio is not None:
+        rows["score average"] = (main_audio + rows["video"]) / 2
+    both = SplitData(
+        [vid], np.zeros(1, np.int64), _log_mels(media.audio, vid, uni.audio_cfg.mel, str(dev)), frames
+    )
+    inputs: FusionInputs = uni.fusion_inputs(both, dev)
+    rows["fusion"] = fusion_probs(fusion, inputs, len(classes), dev)[0]
+    return Prediction(classes, pd.DataFrame(rows, index=classes).T)
+
+
+def format_prediction(pred: Prediction, k: int = 3) -> str:
+    lines = []
+    for row in pred.probs.index:
+        top = ", ".join(f"{c} {p:.1%}" for c, p in pred.top(row, k))
+        lines.append(f"{row:>16}: {top}")
+    return "\n".join(lines)
