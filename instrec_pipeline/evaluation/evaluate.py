@@ -15,6 +15,7 @@ from instrec_pipeline.evaluation.report import ModelResult, Report, build_report
 from instrec_pipeline.layout import Layout
 from instrec_pipeline.models import AUDIO_TITLES
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
+from instrec_pipeline.training.data import load_split
 from instrec_pipeline.training.fusion import fusion_probs, stack_batch
 from instrec_pipeline.training.runs import Unimodal, history_arrays, load_audio, load_fusion
 from instrec_pipeline.training.video import video_probs
@@ -39,7 +40,7 @@ def evaluate_dataset(
     audio_main = None
     for name in audio_names:
         model, cfg, meta = load_audio(layout, dataset, name, device)
-        data = test if cfg.mel == uni.audio_cfg.mel else uni.split(layout, dataset, "test", classes)
+        data = test if cfg.mel == uni.audio_cfg.mel else load_split(layout, dataset, "test", classes, cfg.mel)
         probs = audio_probs(model, data, cfg, n, device)
         results.append(
             ModelResult(

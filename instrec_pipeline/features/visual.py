@@ -2,7 +2,7 @@
 
 The model runs in eval mode (the 2017 code extracted with dropout and batch norm in training mode), its
 classifier replaced by an identity so the output is the pooled 2048-d feature. Frames of many videos go
-through in fixed-size batches; on CUDA the model is channels-last under bf16 autocast.
+through in fixed-size batches, channels-last; on CUDA under bf16 autocast.
 
 Weights: torchvision's ImageNet weights when they can be loaded (the hub cache or a download), a local
 weights file when given, random initialisation only when asked for (``"random"``) or, with ``"auto"``,
@@ -124,8 +124,9 @@ class FrameEmbedder:
         model, self.weights = load_inception(weights)
         self.batch_size = batch_size
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            model = model.to(memory_format=torch.channels_last)
+        # Channels-last on every device: frames arrive as NHWC, and oneDNN (CPU) as cuDNN (GPU) run
+        # convolutions fastest in that layout (measured on CPU: 34 vs 22 frames/s at batch 32).
+        model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)
         self._mean = torch.tensor(_MEAN, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1) * 255
@@ -135,7 +136,7 @@ class FrameEmbedder:
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float()
         x = (x - self._mean) / self._std
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+        return x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def embed(self, frames: np.ndarray) -> np.ndarray:
