@@ -198,7 +198,8 @@ def main() -> None:
     corpus = out / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
-    paths = [make_video(corpus / f"c{i:02d}.mp4", args.seconds, i) for i in range(args.videos)]
+    paths = [make_video(corpus / f"c{i:02d}_{args.seconds:g}s.mp4", args.seconds, i)
+             for i in range(args.videos)]  # fmt: skip
     many = [make_video(corpus / f"m{i:02d}.mp4", 6, i) for i in range(40)]
     long = make_video(corpus / "long_600s.mp4", 600, 1)
     short = make_video(corpus / "short_30s.mp4", 30, 2)

@@ -29,7 +29,7 @@ def materialize_dataset(
     """Every asset of every partition of ``dataset``: extraction per split, then the per-dataset models."""
     from instrec_pipeline.definitions import defs
 
-    assets = list(defs.assets)
+    assets = [*defs.assets, *defs.asset_checks]
     resources = dict(defs.resources)
     if root is not None:
         resources["store"] = StoreResource(root=str(root))

@@ -1,14 +1,19 @@
-"""The one Definitions object: assets, resources and (later) automation. Thin by design."""
-
-from __future__ import annotations
+"""The one Definitions object: assets, checks, the job, schedule, sensor and resources. Thin by design."""
 
 from dagster import Definitions, load_assets_from_modules
 
 from instrec_pipeline.assets import features, models, reports, videos
+from instrec_pipeline.automation.checks import checks
+from instrec_pipeline.automation.schedules import extraction_job, reextraction_schedule
+from instrec_pipeline.automation.sensors import manifest_change_sensor
 from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
 
 defs = Definitions(
     assets=load_assets_from_modules([videos, features, models, reports]),
+    asset_checks=checks,
+    jobs=[extraction_job],
+    schedules=[reextraction_schedule],
+    sensors=[manifest_change_sensor],
     resources={
         "store": StoreResource(),
         "compute": ComputeResource(),

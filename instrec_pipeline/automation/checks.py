@@ -1,0 +1,88 @@
+"""Partitioned asset checks guarding the extracted data; blocking where a bad result must stop the graph."""
+
+import os
+
+from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
+
+from instrec_pipeline.assets.features import frame_embeddings, log_mel
+from instrec_pipeline.assets.videos import SAMPLE_RATES, demux, manifest
+from instrec_pipeline.datasets.registry import datasets
+from instrec_pipeline.features import quality
+from instrec_pipeline.features.logmel import MEL_INPUTS
+from instrec_pipeline.features.partition import logmel_modality_name
+from instrec_pipeline.features.store import RaggedArray
+from instrec_pipeline.features.visual import EMBEDDING_DIM
+from instrec_pipeline.layout import read_csv
+from instrec_pipeline.partitions import dataset_split_partitions, split_key
+from instrec_pipeline.resources import StoreResource
+
+#: Largest share of a partition's videos that may fail before the graph stops (``$INSTREC_MAX_FAILED_RATIO``).
+MAX_FAILED_RATIO = float(os.environ.get("INSTREC_MAX_FAILED_RATIO", "0.2"))
+
+
+def _result(finding: quality.Finding) -> AssetCheckResult:
+    return AssetCheckResult(passed=finding.passed, description=finding.reason, metadata=finding.figures)
+
+
+@asset_check(asset=manifest, partitions_def=dataset_split_partitions, blocking=True)
+def train_split_covers_every_class(
+    context: AssetCheckExecutionContext, store: StoreResource
+) -> AssetCheckResult:
+    """The train split has every class of the dataset (other splits pass trivially)."""
+    dataset, split = split_key(context.partition_key)
+    if split != "train":
+        return AssetCheckResult(passed=True, description=f"{split}: not required")
+    table = read_csv(store.layout.table(dataset, split, "manifest"))
+    return _result(quality.classes_covered(table, list(datasets()[dataset].classes)))
+
+
+@asset_check(asset=demux, partitions_def=dataset_split_partitions, blocking=True)
+def videos_accounted_for(context: AssetCheckExecutionContext, store: StoreResource) -> AssetCheckResult:
+    """Row counts against the manifest; failed videos under ``MAX_FAILED_RATIO`` of the partition."""
+    dataset, split = split_key(context.partition_key)
+    layout = store.layout
+    table = read_csv(layout.table(dataset, split, "manifest"))
+    failures = layout.features.failures(dataset, split, "demux")
+    group = layout.features.group(dataset, split, mode="r")
+    return _result(quality.demux_coverage(table, group, failures, MAX_FAILED_RATIO))
+
+
+@asset_check(asset=demux, partitions_def=dataset_split_partitions)
+def frames_and_audio_agree(context: AssetCheckExecutionContext, store: StoreResource) -> AssetCheckResult:
+    """Each video's frames (at its fps) and audio span the same duration."""
+    dataset, split = split_key(context.partition_key)
+    group = store.layout.features.group(dataset, split, mode="r")
+    fps = RaggedArray.read(group, "frames").params["fps"]
+    return _result(quality.durations_agree(group, fps, SAMPLE_RATES[0]))
+
+
+@asset_check(asset=log_mel, partitions_def=dataset_split_partitions, blocking=True)
+def log_mel_shapes_and_values(context: AssetCheckExecutionContext, store: StoreResource) -> AssetCheckResult:
+    """Each log-mel input: (frames, n_mels) float32, no NaN/Inf."""
+    dataset, split = split_key(context.partition_key)
+    group = store.layout.features.group(dataset, split, mode="r")
+    findings = [quality.rows_valid(group, logmel_modality_name(m), m.n_mels) for m in MEL_INPUTS.values()]
+    bad = [f for f in findings if not f.passed]
+    figures = {f"{m}_{k}": v for m, f in zip(MEL_INPUTS, findings, strict=True) for k, v in f.figures.items()}
+    return AssetCheckResult(passed=not bad, description="; ".join(f.reason for f in bad or findings),
+                            metadata=figures)  # fmt: skip
+
+
+@asset_check(asset=frame_embeddings, partitions_def=dataset_split_partitions, blocking=True)
+def embeddings_shapes_and_values(
+    context: AssetCheckExecutionContext, store: StoreResource
+) -> AssetCheckResult:
+    """2048-d float32, finite, exactly one embedding per stored frame."""
+    dataset, split = split_key(context.partition_key)
+    group = store.layout.features.group(dataset, split, mode="r")
+    frames = RaggedArray.read(group, "frames").lengths()
+    return _result(quality.rows_valid(group, "embeddings", EMBEDDING_DIM, frames))
+
+
+checks = [
+    train_split_covers_every_class,
+    videos_accounted_for,
+    frames_and_audio_agree,
+    log_mel_shapes_and_values,
+    embeddings_shapes_and_values,
+]

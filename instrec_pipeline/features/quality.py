@@ -1,0 +1,103 @@
+"""Data-quality checks of one partition's stored features: plain functions, wrapped as Dagster asset checks.
+
+Each returns a :class:`Finding`: passed or not, a one-line reason, and figures for the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from instrec_pipeline.features.store import RaggedArray
+
+#: Frames (at 1 fps) and audio of a video may differ by up to this many seconds (rounding, encoder delay).
+DURATION_TOLERANCE_S = 1.5
+
+
+@dataclass
+class Finding:
+    passed: bool
+    reason: str
+    figures: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def demux_coverage(
+    manifest: pd.DataFrame, group: zarr.Group, failures: dict[str, str], max_failed_ratio: float
+) -> Finding:
+    """Every manifest video is stored or reported failed, and failures stay under ``max_failed_ratio``."""
+    stored = set(RaggedArray.read(group, "frames").video_ids) if "frames" in group else set()
+    wanted = set(manifest["video_id"])
+    unaccounted = sorted(wanted - stored - set(failures))
+    ratio = len(wanted & set(failures)) / max(1, len(wanted))
+    figures = {"videos": len(wanted), "stored": len(wanted & stored), "failed": len(wanted & set(failures)),
+               "failed_ratio": round(ratio, 4), "unaccounted": len(unaccounted)}  # fmt: skip
+    if unaccounted:
+        return Finding(
+            False, f"{len(unaccounted)} video(s) neither stored nor failed: {unaccounted[:5]}", figures
+        )
+    if ratio > max_failed_ratio:
+        return Finding(False, f"{ratio:.0%} of the videos failed (limit {max_failed_ratio:.0%})", figures)
+    return Finding(True, f"{len(wanted & stored)} of {len(wanted)} videos stored", figures)
+
+
+def durations_agree(group: zarr.Group, fps: float, sample_rate: int) -> Finding:
+    """Frames and audio of each video span the same time (within ``DURATION_TOLERANCE_S``)."""
+    frames = RaggedArray.read(group, "frames").lengths()
+    audio = RaggedArray.read(group, f"audio_{sample_rate}").lengths()
+    both = [v for v in frames if frames[v] and audio.get(v)]
+    gaps = {v: abs(frames[v] / fps - audio[v] / sample_rate) for v in both}
+    bad = sorted(v for v, g in gaps.items() if g > DURATION_TOLERANCE_S)
+    figures = {
+        "compared": len(both),
+        "max_gap_s": round(max(gaps.values(), default=0.0), 3),
+        "disagree": len(bad),
+    }
+    if bad:
+        return Finding(
+            False, f"{len(bad)} video(s) whose frames and audio disagree in length: {bad[:5]}", figures
+        )
+    return Finding(
+        True, f"{len(both)} videos: frames and audio agree within {DURATION_TOLERANCE_S} s", figures
+    )
+
+
+def rows_valid(
+    group: zarr.Group, name: str, width: int, expected_rows: dict[str, int] | None = None
+) -> Finding:
+    """Shape ``(rows, width)``, float32, finite values; optionally the row count of each video."""
+    arr = RaggedArray.read(group, name)
+    data = group[f"{name}/data"]
+    figures: dict[str, float | int | str] = {"videos": len(arr), "rows": arr.n_rows, "dtype": str(data.dtype)}
+    if tuple(data.shape[1:]) != (width,) or data.dtype != np.float32:
+        return Finding(
+            False, f"{name}: rows {data.shape[1:]} {data.dtype}, expected ({width},) float32", figures
+        )
+    bad = [v for v, rows in arr.iter_all() if not np.isfinite(rows).all()]
+    figures["non_finite_videos"] = len(bad)
+    if bad:
+        return Finding(False, f"{name}: NaN or Inf in {len(bad)} video(s): {bad[:5]}", figures)
+    if expected_rows is not None:
+        lengths = arr.lengths()
+        wrong = sorted(v for v, n in expected_rows.items() if lengths.get(v) != n)
+        if wrong:
+            return Finding(False, f"{name}: row counts differ from the source for {wrong[:5]}", figures)
+    return Finding(True, f"{name}: {len(arr)} videos, {arr.n_rows} rows of {width} finite float32", figures)
+
+
+def classes_covered(manifest: pd.DataFrame, classes: list[str]) -> Finding:
+    """Every class has at least one video (checked on the train split: a class never trained is lost)."""
+    counts = manifest["label"].value_counts().reindex(classes, fill_value=0)
+    missing = [c for c, n in counts.items() if n == 0]
+    figures = {
+        "classes": len(classes),
+        "missing": len(missing),
+        "smallest": int(counts.min()) if len(counts) else 0,
+    }
+    if missing:
+        return Finding(False, f"no video of class(es) {missing}", figures)
+    return Finding(
+        True, f"all {len(classes)} classes present (smallest: {int(counts.min())} videos)", figures
+    )
