@@ -182,7 +182,7 @@ def peak_rss(path: Path) -> float:
     out = subprocess.run(
         [sys.executable, "-c", _RSS_CHILD, str(path)], capture_output=True, text=True, check=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["max_rss_mb"]
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
 def main() -> None:

@@ -4,11 +4,13 @@ imported (partitions are fixed at import), so the end-to-end test materialises r
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ("flute", "guitar", "trumpet")
 _TINY_DIR = Path(tempfile.mkdtemp(prefix="instrec-tiny-"))
 (_TINY_DIR / "datasets.yaml").write_text(
@@ -33,3 +35,25 @@ def tiny_dataset() -> Path:
 
     spec = DemoSpec(classes=TINY_CLASSES, videos_per_class=8, min_seconds=3.0, max_seconds=4.0, seed=7)
     return generate_demo(_TINY_DIR / "media", spec)
+
+
+@pytest.fixture(scope="session")
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A persistent instance (SQLite) with the project's dagster.yaml, as `make setup` makes one."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+@pytest.fixture(scope="session")
+def materialised(tiny_dataset: Path, dagster_home: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Every asset of every ``tiny`` partition, materialised once per session with Dagster."""
+    from dagster import DagsterInstance
+
+    from instrec_pipeline.cli import materialize_dataset
+    from instrec_pipeline.layout import Layout
+
+    root = tmp_path_factory.mktemp("store")
+    instance = DagsterInstance.from_config(str(dagster_home))
+    materialize_dataset("tiny", root, instance)
+    return Layout(root), instance

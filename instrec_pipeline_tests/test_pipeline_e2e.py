@@ -5,22 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from dagster import DagsterInstance
 
-from instrec_pipeline.cli import materialize_dataset
 from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.layout import Layout
-
-
-@pytest.fixture(scope="module")
-def materialised(
-    tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Layout, DagsterInstance]:
-    root = tmp_path_factory.mktemp("store")
-    instance = DagsterInstance.ephemeral()
-    materialize_dataset("tiny", root, instance)
-    return Layout(root), instance
 
 
 def test_every_asset_materialised_for_every_partition(materialised: tuple[Layout, DagsterInstance]) -> None:

@@ -72,7 +72,9 @@ def fit(
         losses = []
         for inputs, labels in train_batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(forward(model, inputs), labels)
+            # bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision on CPU.
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=labels.is_cuda):
+                loss = loss_fn(forward(model, inputs).float(), labels)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
