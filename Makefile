@@ -10,12 +10,12 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
 
-.PHONY: demo test setup system ui lint bench
+.PHONY: demo test setup system browser ui lint bench
 
 demo: setup
 	$(PY) -m instrec_pipeline.cli demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 setup: system $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
@@ -26,6 +26,14 @@ system:
 	    || [ ! -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
 	  echo "Installing $(APT_PACKAGES) with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+# Headless Chromium for the web-UI test (it skips cleanly where there is none).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "Installing chromium chromium-driver with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver; \
 	fi
 
 # The virtual environment, rebuilt only when pyproject.toml changes.
@@ -44,3 +52,7 @@ ui: setup
 
 lint: setup
 	$(VENV)/bin/ruff check instrec_pipeline instrec_pipeline_tests bench
+
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/extraction.py

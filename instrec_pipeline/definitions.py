@@ -1,6 +1,6 @@
 """The one Definitions object: assets, checks, the job, schedule, sensor and resources. Thin by design."""
 
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from instrec_pipeline.assets import features, models, reports, videos
 from instrec_pipeline.automation.checks import checks
@@ -14,6 +14,9 @@ defs = Definitions(
     jobs=[extraction_job],
     schedules=[reextraction_schedule],
     sensors=[manifest_change_sensor],
+    # One process per run: a step's start-up (torch, the code location) costs more than the small steps
+    # themselves; cluster deployments switch this to their executor (see README, Scale-out).
+    executor=in_process_executor,
     resources={
         "store": StoreResource(),
         "compute": ComputeResource(),

@@ -163,23 +163,73 @@ def _wait_for(browser, text: str, timeout: float = 60) -> None:  # noqa: ANN001
     raise AssertionError(f"{text!r} never appeared on {browser.current_url}")
 
 
-def test_web_ui_shows_graph_partitions_and_report(dagster_dev: str) -> None:
+ALL_ASSETS = (
+    "manifest",
+    "raw_videos",
+    "demux",
+    "log_mel",
+    "frame_embeddings",
+    "audio_model_han",
+    "audio_model_choi",
+    "audio_model_xception",
+    "video_model",
+    "fusion_model",
+    "evaluation_report",
+)
+
+
+def look_at_the_ui(url: str, dataset: str, out: Path) -> list[Path]:
+    """What a person checks: every asset, the graph per group, the partitions, the report with its images."""
+    from selenium.webdriver.common.by import By
+
     browser = _browser()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    shots = []
+
+    def shot(name: str) -> None:
+        shots.append(out / f"{name}.png")
+        browser.save_screenshot(str(shots[-1]))
+
     try:
-        browser.get(f"{dagster_dev}/asset-groups")
-        for asset in ("manifest", "raw_videos", "demux", "log_mel", "frame_embeddings", "audio_model_choi",
-                      "video_model", "fusion_model", "evaluation_report"):  # fmt: skip
+        browser.get(f"{url}/assets")
+        for asset in ALL_ASSETS:
             _wait_for(browser, asset)
-        browser.save_screenshot(str(SCREENSHOTS / "asset_graph.png"))
-
-        browser.get(f"{dagster_dev}/assets/demux?view=partitions")
-        _wait_for(browser, "tiny|train")
-        browser.save_screenshot(str(SCREENSHOTS / "demux_partitions.png"))
-
-        browser.get(f"{dagster_dev}/assets/evaluation_report?partition=tiny")
-        _wait_for(browser, "choi_hit1")
-        browser.save_screenshot(str(SCREENSHOTS / "evaluation_report.png"))
+        shot("catalog")
+        for group in ("videos", "features", "models", "reports"):
+            browser.get(f"{url}/locations/instrec_pipeline/asset-groups/{group}")
+            _wait_for(browser, "Materialize")
+            time.sleep(2)
+            shot(f"graph_{group}")
+        browser.get(f"{url}/assets/demux?view=partitions")
+        for text in (dataset, "train", "val", "test", "Materialized ("):
+            _wait_for(browser, text)
+        shot("demux_partitions")
+        browser.get(f"{url}/assets/evaluation_report?partition={dataset}")
+        _wait_for(browser, "[Show Markdown]")
+        browser.find_elements(By.XPATH, "//*[normalize-space()='[Show Markdown]']")[-1].click()  # the link
+        _wait_for(browser, "Hit@1")
+        deadline = time.time() + 30
+        images: list = []
+        while time.time() < deadline and not images:
+            images = browser.find_elements(By.XPATH, "//img[starts-with(@src, 'data:image/png;base64,')]")
+            time.sleep(1)
+        assert images, "the report's images are not shown"
+        assert all(
+            browser.execute_script("return arguments[0].naturalWidth", img) > 100 for img in images[:3]
+        )
+        summary = browser.find_element(By.XPATH, "//h2[normalize-space()='Summary']")
+        browser.execute_script("arguments[0].scrollIntoView()", summary)
+        time.sleep(1)
+        shot("evaluation_report")
+        browser.execute_script("arguments[0].scrollIntoView()", images[0])
+        time.sleep(1)
+        shot("evaluation_report_images")
     finally:
         browser.quit()
-    print(f"screenshots in {SCREENSHOTS}")
+    return shots
+
+
+def test_web_ui_shows_graph_partitions_and_report(dagster_dev: str) -> None:
+    shots = look_at_the_ui(dagster_dev, "tiny", SCREENSHOTS)
+    assert all(p.stat().st_size > 10_000 for p in shots)
+    print(f"screenshots: {', '.join(str(p) for p in shots)}")

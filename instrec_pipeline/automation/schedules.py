@@ -24,7 +24,6 @@ EXTRACTION_ASSETS = ["manifest", "raw_videos", "demux", "log_mel", "frame_embedd
 extraction_job = define_asset_job(
     "extraction_job",
     selection=AssetSelection.assets(*EXTRACTION_ASSETS),
-    partitions_def=dataset_split_partitions,
     description="manifest → raw_videos → demux → log_mel + frame_embeddings for one dataset × split.",
 )
 
