@@ -1,6 +1,7 @@
 """Per-dataset model assets: three audio CNNs, the video model and the late fusion, trained on all splits'
 stored features (train to fit, val to stop early; test is the report's alone)."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -58,6 +59,24 @@ def _training_metadata(meta: dict) -> dict[str, object]:
     }
 
 
+def _train(
+    context: AssetExecutionContext,
+    config: TrainConfig,
+    store: StoreResource,
+    compute: ComputeResource,
+    base: Any,
+    kind: str,
+    train: Callable[..., dict],
+) -> MaterializeResult:
+    """What every model asset does: settings for its dataset, train and save, report the training."""
+    dataset = context.partition_key
+    cfg = _configured(base, dataset, kind, config)
+    classes = list(datasets()[dataset].classes)
+    meta = train(store.layout, dataset, classes, cfg, resolve_device(compute.device))
+    extra = {"audio_model": meta["audio_model"]} if "audio_model" in meta else {}
+    return MaterializeResult(metadata={**_training_metadata(meta), **extra})
+
+
 FEATURE_DEPS = [AssetDep(a, partition_mapping=all_splits_of_dataset) for a in (log_mel, frame_embeddings)]
 
 
@@ -77,11 +96,9 @@ def audio_model_asset(name: str) -> AssetsDefinition:
     def _audio_model(
         context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
     ) -> MaterializeResult:
-        dataset = context.partition_key
-        cfg = _configured(AudioTrainConfig(model=name), dataset, "audio", config)
-        classes = list(datasets()[dataset].classes)
-        meta = train_and_save_audio(store.layout, dataset, classes, cfg, resolve_device(compute.device))
-        return MaterializeResult(metadata=_training_metadata(meta))
+        return _train(
+            context, config, store, compute, AudioTrainConfig(model=name), "audio", train_and_save_audio
+        )
 
     return _audio_model
 
@@ -94,11 +111,7 @@ def video_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
     """Frame classifier over Inception embeddings: k random frames per video per epoch, SGD, lr halved /5."""
-    dataset = context.partition_key
-    cfg = _configured(VideoTrainConfig(), dataset, "video", config)
-    classes = list(datasets()[dataset].classes)
-    meta = train_and_save_video(store.layout, dataset, classes, cfg, resolve_device(compute.device))
-    return MaterializeResult(metadata=_training_metadata(meta))
+    return _train(context, config, store, compute, VideoTrainConfig(), "video", train_and_save_video)
 
 
 @asset(
@@ -112,8 +125,4 @@ def fusion_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
     """The paper's late fusion on (k+1, n) inputs: k frame vectors + 1 audio vector, two FC 1024 + BN."""
-    dataset = context.partition_key
-    cfg = _configured(FusionTrainConfig(), dataset, "fusion", config)
-    classes = list(datasets()[dataset].classes)
-    meta = train_and_save_fusion(store.layout, dataset, classes, cfg, resolve_device(compute.device))
-    return MaterializeResult(metadata={**_training_metadata(meta), "audio_model": meta["audio_model"]})
+    return _train(context, config, store, compute, FusionTrainConfig(), "fusion", train_and_save_fusion)
