@@ -233,3 +233,26 @@ def test_web_ui_shows_graph_partitions_and_report(dagster_dev: str) -> None:
     shots = look_at_the_ui(dagster_dev, "tiny", SCREENSHOTS)
     assert all(p.stat().st_size > 10_000 for p in shots)
     print(f"screenshots: {', '.join(str(p) for p in shots)}")
+
+
+def test_partition_backfill_from_the_cli(dagster_dev: str, materialised: tuple[Layout, object],
+                                         dagster_home: Path) -> None:  # fmt: skip
+    """`dagster job backfill` queues one run per partition; the daemon of `dagster dev` runs them."""
+    layout, instance = materialised
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "INSTREC_HOME": str(layout.root)}
+    before = {r.run_id for r in instance.get_runs()}
+    dagster = Path(sys.executable).with_name("dagster")
+    subprocess.run(
+        [str(dagster), "job", "backfill", "-w", "workspace.yaml", "-j", "extraction_job",
+         "--partitions", "tiny|val,tiny|test", "--noprompt"],
+        cwd=REPO, env=env, check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        runs = [r for r in instance.get_runs() if r.run_id not in before]
+        if len(runs) == 2 and all(r.is_finished for r in runs):
+            break
+        time.sleep(3)
+    assert len(runs) == 2 and all(r.is_success for r in runs), [(r.run_id, r.status) for r in runs]
+    assert {r.tags["dagster/partition"] for r in runs} == {"tiny|val", "tiny|test"}
+    assert all(r.tags["dagster/partition/dataset"] == "tiny" for r in runs)
