@@ -67,3 +67,17 @@ def test_audio_training_is_reproducible_and_missing_audio_is_chance() -> None:
     del val.audio["v0"]  # a video without audio gets the uniform prior, not a made-up score
     probs = audio_probs(runs[0][0], val, cfg, 2, torch.device("cpu"))
     np.testing.assert_allclose(probs[0], [0.5, 0.5])
+
+
+def test_each_audio_model_reads_the_log_mel_it_was_designed_for() -> None:
+    from instrec_pipeline.models import AUDIO_INPUTS
+    from instrec_pipeline.training.audio import MODEL_MEL
+
+    for name, spec in AUDIO_INPUTS.items():
+        mel = MODEL_MEL[name]
+        assert (mel.n_mels, mel.sample_rate, mel.n_fft, mel.hop) == (
+            spec.n_mels,
+            spec.sample_rate,
+            spec.n_fft,
+            spec.hop,
+        )
