@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -163,16 +162,6 @@ class RaggedArray:
         i = self._index[video_id]
         return self.group["data"][int(self._offsets[i]) : int(self._offsets[i + 1])]
 
-    def get_many(self, video_ids: Iterable[str]) -> dict[str, np.ndarray]:
-        """Read several videos' rows with one pass over the data (cheaper than one read each)."""
-        index = self._index
-        data = self.group["data"][:]
-        out = {}
-        for v in video_ids:
-            i = index[v]
-            out[v] = data[int(self._offsets[i]) : int(self._offsets[i + 1])]
-        return out
-
     def iter_all(self) -> Iterator[tuple[str, np.ndarray]]:
         data = self.group["data"][:]
         for i, v in enumerate(self._ids):
@@ -272,6 +261,3 @@ class FeatureStore:
         if not path.exists():
             return {}
         return dict(self.group(dataset, split, mode="r").attrs.get("failures", {}).get(stage, {}))
-
-    def remove(self, dataset: str, split: str) -> None:
-        shutil.rmtree(self.group_path(dataset, split), ignore_errors=True)

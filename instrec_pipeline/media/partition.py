@@ -30,10 +30,6 @@ class StageSummary:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def total(self) -> int:
-        return self.processed + self.skipped + len(self.failed)
-
 
 def fetch_partition(
     table: pd.DataFrame,
