@@ -1,4 +1,4 @@
-"""Predict the instrument of one new video with a dataset's trained models (demux → features → models).
+"""Predict the instrument(s) of one new video with a dataset's trained models (demux → features → models).
 
 Extraction settings (frame sampling, crop, Inception weights) are read from the dataset's feature store,
 so the new video is processed exactly as the training videos were.
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from instrec_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
 from instrec_pipeline.features.logmel import MelParams, log_mel
 from instrec_pipeline.features.visual import FrameEmbedder
 from instrec_pipeline.layout import Layout
@@ -28,10 +29,21 @@ from instrec_pipeline.training.video import video_probs
 class Prediction:
     classes: list[str]
     probs: pd.DataFrame  # rows: modality/model, columns: classes
+    multilabel: bool = False
+    #: Multi-label datasets: the report's val-tuned thresholds (rows: report model keys), when there is one.
+    thresholds: pd.DataFrame | None = None
 
     def top(self, row: str = "fusion", k: int = 3) -> list[tuple[str, float]]:
         ranked = self.probs.loc[row].sort_values(ascending=False)
         return list(ranked.head(k).items())
+
+    def labels(self, row: str = "fusion") -> list[str]:
+        """Multi-label decision: the classes whose score reaches the row's threshold (0.5 if untuned)."""
+        key = row.removeprefix("audio: ").replace(" ", "_")
+        have = self.thresholds is not None and key in self.thresholds.index
+        thr = self.thresholds.loc[key] if have else pd.Series(DEFAULT_THRESHOLD, index=self.classes)
+        scores = self.probs.loc[row]
+        return [c for c in self.classes if scores[c] >= thr[c]]
 
 
 def _embedder_for(layout: Layout, dataset: str, device: str) -> tuple[FrameEmbedder, DemuxParams]:
@@ -59,6 +71,7 @@ def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto"
     dev = embedder.device
     fusion, meta = load_fusion(layout, dataset, dev)
     classes = list(meta["classes"])
+    multilabel = bool(meta["config"].get("multilabel"))
     uni = Unimodal.load(layout, dataset, meta["audio_model"], dev)
     media = demux(path, params)
     vid = path.stem
@@ -72,7 +85,7 @@ def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto"
         data = SplitData([vid], np.zeros(1, np.int64), _log_mels(media.audio, vid, cfg.mel, str(dev)))
         rows[f"audio: {name}"] = audio_probs(model, data, cfg, len(classes), dev)[0]
     data = SplitData([vid], np.zeros(1, np.int64), frames=frames)
-    rows["video"] = video_probs(uni.video, data, uni.norm, len(classes), dev)[0]
+    rows["video"] = video_probs(uni.video, data, uni.norm, len(classes), dev, multilabel)[0]
     main_audio = rows.get(f"audio: {uni.audio_name}")
     if main_audio is not None:
         rows["score average"] = (main_audio + rows["video"]) / 2
@@ -80,13 +93,17 @@ def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto"
         [vid], np.zeros(1, np.int64), _log_mels(media.audio, vid, uni.audio_cfg.mel, str(dev)), frames
     )
     inputs: FusionInputs = uni.fusion_inputs(both, dev)
-    rows["fusion"] = fusion_probs(fusion, inputs, len(classes), dev)[0]
-    return Prediction(classes, pd.DataFrame(rows, index=classes).T)
+    rows["fusion"] = fusion_probs(fusion, inputs, len(classes), dev, multilabel=multilabel)[0]
+    thresholds = layout.report_dir(dataset) / "thresholds.csv"
+    tuned = pd.read_csv(thresholds, index_col="model") if multilabel and thresholds.exists() else None
+    return Prediction(classes, pd.DataFrame(rows, index=classes).T, multilabel, tuned)
 
 
 def format_prediction(pred: Prediction, k: int = 3) -> str:
     lines = []
     for row in pred.probs.index:
         top = ", ".join(f"{c} {p:.1%}" for c, p in pred.top(row, k))
+        if pred.multilabel:
+            top = f"[{', '.join(pred.labels(row)) or 'none'}]  {top}"
         lines.append(f"{row:>16}: {top}")
     return "\n".join(lines)

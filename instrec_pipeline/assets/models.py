@@ -23,6 +23,7 @@ from instrec_pipeline.partitions import all_splits_of_dataset, dataset_partition
 from instrec_pipeline.resources import ComputeResource, StoreResource
 from instrec_pipeline.training.audio import AudioTrainConfig
 from instrec_pipeline.training.fusion import FusionTrainConfig
+from instrec_pipeline.training.loop import val_metric
 from instrec_pipeline.training.runs import train_and_save_audio, train_and_save_fusion, train_and_save_video
 from instrec_pipeline.training.video import VideoTrainConfig
 
@@ -40,7 +41,8 @@ class TrainConfig(Config):
 
 
 def _configured(base: Any, dataset: str, kind: str, config: TrainConfig) -> Any:
-    cfg = replace(base, **datasets()[dataset].training.get(kind, {}))
+    spec = datasets()[dataset]
+    cfg = replace(base, **spec.training.get(kind, {}), multilabel=spec.multilabel)
     overrides = {"max_epochs": config.max_epochs, "patience": config.patience, "lr": config.lr}
     return replace(
         cfg, **{k: v for k, v in overrides.items() if v}, balanced=config.balanced, seed=config.seed
@@ -49,12 +51,13 @@ def _configured(base: Any, dataset: str, kind: str, config: TrainConfig) -> Any:
 
 def _training_metadata(meta: dict) -> dict[str, object]:
     hist = meta["history"]
+    metric = val_metric(meta["config"].get("multilabel", False))
     return {
         "epochs_run": meta["epochs_run"],
         "best_epoch": meta["best_epoch"],
         "train_seconds": round(meta["seconds"], 1),
         "train_videos": meta["n_train_videos"],
-        "best_val_hit1": max(hist["val_hit1"]),
+        f"best_{metric}": max(hist[metric]),
         "config": MetadataValue.json(meta["config"]),
     }
 

@@ -20,7 +20,8 @@ from instrec_pipeline.resources import ComputeResource, StoreResource
 def evaluation_report(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
-    """Hit@1, Hit@3, F1 (macro, weighted), per-class tables, confusion matrices, t-SNE and curves."""
+    """Hit@1, Hit@3, F1 (macro, weighted), per-class tables, confusion matrices, t-SNE and curves; for
+    multi-label datasets ROC-AUC, PR-AUC and F1 micro/macro at val-tuned thresholds."""
     dataset = context.partition_key
     spec = datasets()[dataset]
     report = evaluate_dataset(
@@ -36,5 +37,6 @@ def evaluation_report(
         "path": MetadataValue.path(str(report.files["report.md"])),
     }
     for key, s in report.scores.items():
-        metadata[f"{key}_hit1"] = round(s.hit1, 4)
+        name, value = s.headline()
+        metadata[f"{key}_{name}"] = round(value, 4)
     return MaterializeResult(metadata=metadata)

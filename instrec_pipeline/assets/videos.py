@@ -5,6 +5,7 @@ import hashlib
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
 from instrec_pipeline.assets.common import failures_table, partition
+from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.datasets.registry import datasets, load_manifest
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.store import RaggedArray
@@ -31,7 +32,7 @@ def manifest(
     write_csv_atomic(table, path)
     for r in m.rejected[:50]:
         context.log.warning(f"manifest {dataset}: rejected {r}")
-    counts = table["label"].value_counts().reindex(list(m.classes), fill_value=0)
+    counts = class_counts(table["label"], m.classes)
     return MaterializeResult(
         metadata={
             "videos": len(table),

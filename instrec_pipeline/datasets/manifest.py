@@ -1,5 +1,7 @@
 """Manifests: one row per video (``video_id, source, label, split``), validated row by row.
 
+``label`` holds one class, or several separated by ``;`` in a multi-label dataset.
+
 A bad row (missing field, unknown label, duplicate id, an id that could escape a folder) is rejected with
 its row number and reason while every good row goes on: one typo must not cost a partition of thousands.
 Splits missing from a manifest are assigned stratified and seeded (70/15/15), as the paper's were not.
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
+
+from instrec_pipeline.datasets.labels import canonical, split_labels
 
 COLUMNS = ("video_id", "source", "label", "split")
 SPLITS = ("train", "val", "test")
@@ -46,11 +50,12 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def validate(
-    table: pd.DataFrame, classes: list[str], *, require_split: bool = False
+    table: pd.DataFrame, classes: list[str], *, require_split: bool = False, multilabel: bool = False
 ) -> tuple[pd.DataFrame, list[Rejected]]:
     """Keep the valid rows of ``table``; the rest come back as :class:`Rejected` with a reason.
 
     ``split`` may be absent or empty (then :func:`assign_splits` fills it) unless ``require_split``.
+    Multi-label fields come back in one canonical spelling (class order).
     """
     missing = [c for c in ("video_id", "source", "label") if c not in table.columns]
     if missing or (require_split and "split" not in table.columns):
@@ -65,16 +70,21 @@ def validate(
     keep: list[int] = []
     rejected: list[Rejected] = []
     for pos, row in enumerate(table.itertuples(index=False)):
-        reason = _row_problem(row, known, seen, require_split)
+        reason = _row_problem(row, known, seen, require_split, multilabel)
         if reason:
             rejected.append(Rejected(pos + 1, row.video_id, reason))
         else:
             seen.add(row.video_id)
             keep.append(pos)
-    return table.iloc[keep].reset_index(drop=True), rejected
+    table = table.iloc[keep].reset_index(drop=True)
+    if multilabel:
+        table["label"] = table["label"].map(lambda f: canonical(f, classes))
+    return table, rejected
 
 
-def _row_problem(row: tuple, known: set[str], seen: set[str], require_split: bool) -> str | None:
+def _row_problem(
+    row: tuple, known: set[str], seen: set[str], require_split: bool, multilabel: bool
+) -> str | None:
     if not row.video_id:
         return "empty video_id"
     if _BAD_ID.search(row.video_id):
@@ -83,8 +93,12 @@ def _row_problem(row: tuple, known: set[str], seen: set[str], require_split: boo
         return "duplicate video_id (first occurrence kept)"
     if not row.source:
         return "empty source"
-    if row.label not in known:
-        return f"unknown label {row.label!r}"
+    labels = split_labels(row.label) if multilabel else [row.label]
+    if not any(labels):
+        return "empty label"
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        return f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
     if row.split and row.split not in SPLITS:
         return f"unknown split {row.split!r} (expected one of {', '.join(SPLITS)})"
     if require_split and not row.split:

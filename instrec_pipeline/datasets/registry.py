@@ -8,6 +8,7 @@ the working directory) so adding one needs no code change::
         manifest: /data/mydata/manifest.csv     # or .parquet; columns video_id, source, label[, split]
         media_root: /data/mydata/media          # local sources are relative to it
         classes: [cello, flute, piano]          # optional: default = the labels found, sorted
+        multilabel: true                        # optional: default = a manifest label holds "a;b"
         training:                               # optional: per-model training defaults
           audio: {max_epochs: 30}
 """
@@ -26,6 +27,7 @@ import pandas as pd
 import yaml
 
 from instrec_pipeline.datasets.demo import DEMO_CLASSES, generate_demo
+from instrec_pipeline.datasets.labels import is_multilabel, split_labels
 from instrec_pipeline.datasets.manifest import Rejected, assign_splits, read_table, validate
 
 FCVID_CLASSES = (
@@ -68,6 +70,8 @@ class DatasetSpec:
     training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The paper's dataset whose numbers the report shows beside ours (fcvid, yt8m), if any.
     paper_reference: str | None = None
+    #: Several labels per video: sigmoid outputs, BCE, per-class thresholds tuned on val.
+    multilabel: bool = False
 
     def media_dir(self, dataset_dir: Path) -> Path:
         return self.media_root or dataset_dir
@@ -109,7 +113,11 @@ def _user_specs() -> dict[str, DatasetSpec]:
     for name, entry in (config.get("datasets") or {}).items():
         manifest = (path.parent / entry["manifest"]).resolve()
         media_root = (path.parent / entry["media_root"]).resolve() if entry.get("media_root") else None
-        classes = entry.get("classes") or sorted(set(read_table(manifest)["label"].dropna()))
+        classes, multilabel = entry.get("classes"), entry.get("multilabel")
+        if not classes or (multilabel is None and manifest.exists()):
+            fields = read_table(manifest)["label"].dropna()
+            classes = classes or sorted({c for f in fields for c in split_labels(f)})
+            multilabel = is_multilabel(fields) if multilabel is None else multilabel
         specs[name] = DatasetSpec(
             name,
             tuple(classes),
@@ -117,6 +125,7 @@ def _user_specs() -> dict[str, DatasetSpec]:
             media_root or manifest.parent,
             entry.get("training") or {},
             entry.get("paper_reference"),
+            bool(multilabel),
         )
     return specs
 
@@ -137,5 +146,5 @@ def datasets() -> dict[str, DatasetSpec]:
 def load_manifest(name: str, dataset_dir: Path, seed: int = 0) -> Manifest:
     """Read, validate and split one dataset's manifest (all splits)."""
     spec = datasets()[name]
-    table, rejected = validate(spec.read(dataset_dir), list(spec.classes))
+    table, rejected = validate(spec.read(dataset_dir), list(spec.classes), multilabel=spec.multilabel)
     return Manifest(assign_splits(table, seed=seed), rejected, spec.classes)

@@ -2,6 +2,7 @@
 
 Rows: the audio model(s), the video model, the late fusion, score averaging of the unimodal models
 (the AugLi-style baseline), and the fusion with audio removed and with video removed (zeros).
+Multi-label datasets: sigmoid scores, per-class thresholds tuned on val for every row (never on test).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from instrec_pipeline.evaluation.multilabel import tune_thresholds
 from instrec_pipeline.evaluation.report import ModelResult, Report, build_report
 from instrec_pipeline.layout import Layout
-from instrec_pipeline.models import AUDIO_TITLES
+from instrec_pipeline.models import AUDIO_TITLES, LateFusionNet
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
 from instrec_pipeline.training.data import load_split
 from instrec_pipeline.training.fusion import fusion_probs, stack_batch
@@ -30,18 +32,43 @@ def evaluate_dataset(
     out_dir: Path | None = None,
     paper_dataset: str | None = None,
 ) -> Report:
-    """Test-split predictions of every model → :func:`build_report` (files under the dataset's report dir)."""
-    n = len(classes)
+    """Test-split predictions of every model → :func:`build_report` (files under the dataset's report dir).
+
+    Multi-label datasets also score the val split, only to tune each row's per-class thresholds there.
+    """
     fusion, fusion_meta = load_fusion(layout, dataset, device)
     uni = Unimodal.load(layout, dataset, fusion_meta["audio_model"], device)
-    test = uni.split(layout, dataset, "test", classes)
-    y = test.labels
+    results = _results(layout, dataset, "test", classes, audio_names, uni, (fusion, fusion_meta), device)
+    if uni.audio_cfg.multilabel:
+        val = _results(layout, dataset, "val", classes, audio_names, uni, (fusion, fusion_meta), device)
+        for r, v in zip(results, val, strict=True):
+            r.thresholds = tune_thresholds(v.y_true, v.probs)
+    return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset)
+
+
+def _results(
+    layout: Layout,
+    dataset: str,
+    split: str,
+    classes: list[str],
+    audio_names: list[str],
+    uni: Unimodal,
+    fused: tuple[LateFusionNet, dict],
+    device: torch.device,
+) -> list[ModelResult]:
+    """One split's rows: each audio model, video, fusion, score averaging, fusion without each modality."""
+    n = len(classes)
+    multilabel = uni.audio_cfg.multilabel
+    fusion, fusion_meta = fused
+    data = uni.split(layout, dataset, split, classes)
+    y = data.labels
     results: list[ModelResult] = []
     audio_main = None
     for name in audio_names:
         model, cfg, meta = load_audio(layout, dataset, name, device)
-        data = test if cfg.mel == uni.audio_cfg.mel else load_split(layout, dataset, "test", classes, cfg.mel)
-        probs = audio_probs(model, data, cfg, n, device)
+        own = data if cfg.mel == uni.audio_cfg.mel else load_split(layout, dataset, split, classes, cfg.mel,
+                                                                   multilabel)  # fmt: skip
+        probs = audio_probs(model, own, cfg, n, device)
         results.append(
             ModelResult(
                 name,
@@ -49,13 +76,13 @@ def evaluate_dataset(
                 y,
                 probs,
                 history_arrays(meta),
-                _stack(audio_embeddings(model, data, cfg, device), y, test.video_ids),
+                _stack(audio_embeddings(model, own, cfg, device), y, data.video_ids),
             )
         )
         if name == uni.audio_name:
             audio_main = probs
-    inputs = uni.fusion_inputs(test, device)
-    p_video = video_probs(uni.video, test, uni.norm, n, device)
+    inputs = uni.fusion_inputs(data, device)
+    p_video = video_probs(uni.video, data, uni.norm, n, device, multilabel)
     clip_frames = {v: f.mean(0) for v, f in inputs.video.items()}
     results.append(
         ModelResult(
@@ -64,18 +91,22 @@ def evaluate_dataset(
             y,
             p_video,
             history_arrays(uni.video_meta),
-            _stack(clip_frames, y, test.video_ids),
+            _stack(clip_frames, y, data.video_ids),
         )
     )
     v, a = stack_batch(inputs, np.arange(len(y)), fusion.k, fusion.video_dim, fusion.audio_dim, rng=None)
     with torch.no_grad():
         fused_emb = fusion.embed(torch.from_numpy(v).to(device), torch.from_numpy(a).to(device)).cpu().numpy()
+
+    def fused_probs(**remove: bool) -> np.ndarray:
+        return fusion_probs(fusion, inputs, n, device, multilabel=multilabel, **remove)
+
     results.append(
         ModelResult(
             "fusion",
             f"Late fusion ({uni.audio_name} + video)",
             y,
-            fusion_probs(fusion, inputs, n, device),
+            fused_probs(),
             history_arrays(fusion_meta),
             fused_emb,
         )
@@ -85,22 +116,12 @@ def evaluate_dataset(
             ModelResult("score_average", "Score averaging (audio, video)", y, (audio_main + p_video) / 2)
         )
     results.append(
-        ModelResult(
-            "fusion_no_audio",
-            "Late fusion, audio removed (zeros)",
-            y,
-            fusion_probs(fusion, inputs, n, device, use_audio=False),
-        )
+        ModelResult("fusion_no_audio", "Late fusion, audio removed (zeros)", y, fused_probs(use_audio=False))
     )
     results.append(
-        ModelResult(
-            "fusion_no_video",
-            "Late fusion, video removed (zeros)",
-            y,
-            fusion_probs(fusion, inputs, n, device, use_video=False),
-        )
+        ModelResult("fusion_no_video", "Late fusion, video removed (zeros)", y, fused_probs(use_video=False))
     )
-    return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset)
+    return results
 
 
 def _stack(per_video: dict[str, np.ndarray], y: np.ndarray, ids: list[str]) -> np.ndarray | None:

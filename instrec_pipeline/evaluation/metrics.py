@@ -27,6 +27,9 @@ class Scores:
     f1_weighted: float
     n: int
 
+    def headline(self) -> tuple[str, float]:
+        return "hit1", self.hit1
+
 
 def _check(
     y_true: np.ndarray, probs: np.ndarray, n_classes: int | None = None

@@ -20,6 +20,12 @@ import numpy as np
 import pandas as pd
 
 from instrec_pipeline.evaluation.metrics import Scores, confusion, per_class_table, score
+from instrec_pipeline.evaluation.multilabel import (
+    MultiLabelScores,
+    label_confusion,
+    multilabel_per_class,
+    multilabel_score,
+)
 from instrec_pipeline.evaluation.paper import normalise_dataset, paper_row
 from instrec_pipeline.evaluation.plots import confusion_png, curves_png, tsne_png
 
@@ -36,6 +42,8 @@ class ModelResult:
     probs: np.ndarray
     history: dict[str, list[float]] | None = None
     features: np.ndarray | None = None
+    #: Multi-label only: per-class decision thresholds, tuned on the val split.
+    thresholds: np.ndarray | None = None
 
 
 @dataclass
@@ -50,7 +58,7 @@ class Report:
     summary: pd.DataFrame
     markdown: str
     files: dict[str, Path]
-    scores: dict[str, Scores] = field(default_factory=dict)
+    scores: dict[str, Scores | MultiLabelScores] = field(default_factory=dict)
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
@@ -100,6 +108,100 @@ def _img(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
 
 
+@dataclass
+class _Row:
+    """One model's scores seen through its label setting (single- or multi-label)."""
+
+    scores: Scores | MultiLabelScores
+    summary: dict[str, object]  # the summary.csv columns
+    cells: list[str]  # the summary table's score cells (after model and n)
+    headline: str
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+
+
+_SINGLE_HEADER = [
+    "Hit@1",
+    "Hit@3",
+    "F1 macro",
+    "F1 weighted",
+    "paper Hit@1",
+    "paper Hit@3",
+    "paper F1",
+    "paper model",
+]
+_MULTI_HEADER = ["ROC-AUC macro", "PR-AUC macro", "F1 micro", "F1 macro"]
+
+
+def _single_row(r: ModelResult, probs: np.ndarray, class_names: list[str], reference: str) -> _Row:
+    n_classes = len(class_names)
+    s = score(r.y_true, probs)
+    p = paper_row(r.key, reference)
+    summary = {
+        "hit1": s.hit1,
+        "hit3": s.hit3,
+        "f1_macro": s.f1_macro,
+        "f1_weighted": s.f1_weighted,
+        "n": s.n,
+        "paper_hit1": round(p.hit1 / 100.0, 4) if p else np.nan,
+        "paper_hit3": round(p.hit3 / 100.0, 4) if p else np.nan,
+        "paper_f1": round(p.f1 / 100.0, 4) if p else np.nan,
+        "paper_model": p.model if p else None,
+        "chance_hit1": 1.0 / n_classes,
+        "chance_hit3": min(3, n_classes) / n_classes,
+    }
+    cells = [
+        _pct(s.hit1),
+        _pct(s.hit3),
+        _pct(s.f1_macro),
+        _pct(s.f1_weighted),
+        _paper_pct(p.hit1 if p else None),
+        _paper_pct(p.hit3 if p else None),
+        _paper_pct(p.f1 if p else None),
+        (p.model if p else None) or DASH,
+    ]
+    headline = (
+        f"Hit@1 {_pct(s.hit1)} · Hit@3 {_pct(s.hit3)} · F1 macro {_pct(s.f1_macro)} · "
+        f"F1 weighted {_pct(s.f1_weighted)} · n = {s.n}"
+    )
+    table = per_class_table(r.y_true, probs, class_names)
+    return _Row(s, summary, cells, headline, table, confusion(r.y_true, probs, n_classes))
+
+
+def _multi_row(r: ModelResult, probs: np.ndarray, class_names: list[str]) -> _Row:
+    if r.thresholds is None:
+        raise ValueError(f"{r.key}: multi-label rows need thresholds tuned on val")
+    s = multilabel_score(r.y_true, probs, r.thresholds)
+    summary = {
+        "roc_auc_macro": s.roc_auc_macro,
+        "pr_auc_macro": s.pr_auc_macro,
+        "f1_micro": s.f1_micro,
+        "f1_macro": s.f1_macro,
+        "n": s.n,
+    }
+    cells = [_pct(s.roc_auc_macro), _pct(s.pr_auc_macro), _pct(s.f1_micro), _pct(s.f1_macro)]
+    headline = (
+        f"ROC-AUC {_pct(s.roc_auc_macro)} · PR-AUC {_pct(s.pr_auc_macro)} · F1 micro {_pct(s.f1_micro)} · "
+        f"F1 macro {_pct(s.f1_macro)} (thresholds tuned on val) · n = {s.n}"
+    )
+    table = multilabel_per_class(r.y_true, probs, r.thresholds, class_names)
+    return _Row(s, summary, cells, headline, table, label_confusion(r.y_true, probs, r.thresholds))
+
+
+def _per_class_md(table: pd.DataFrame) -> str:
+    """Every column of the per-class table; fractions in %, thresholds as they are."""
+    cols = [c for c in table.columns if c != "class"]
+
+    def cell(col: str, v: object) -> object:
+        if col == "support":
+            return int(v)
+        return f"{v:.3f}" if col == "threshold" else _pct(float(v))
+
+    rows = [[row["class"], *(cell(c, row[c]) for c in cols)] for row in table.to_dict("records")]
+    header = ["class", *(c.replace("_", "-").upper() if "auc" in c else c for c in cols)]
+    return _md_table(header, rows, ["l", *"r" * len(cols)])
+
+
 def build_report(
     dataset: str,
     class_names: list[str],
@@ -110,11 +212,14 @@ def build_report(
     """Score every model, write CSV/PNG/markdown into out_dir and return them.
 
     ``paper_dataset`` names the paper's dataset to put beside ours (default: ``dataset`` itself); the demo,
-    made of FCVID classes, is shown beside FCVID's numbers for reference.
+    made of FCVID classes, is shown beside FCVID's numbers for reference. Multi-label results (multi-hot
+    ``y_true`` and val-tuned ``thresholds``) get ROC-AUC, PR-AUC and F1 micro/macro instead, and no paper
+    columns: the paper is single-label.
 
     Writes ``report.md``, ``summary.csv`` and per model ``per_class_<key>.csv``, ``confusion_<key>.png``,
-    ``curves_<key>.png`` (if history) and ``tsne_<key>.png`` (if features). Files of models not in
-    ``results`` that a previous run left in out_dir are not touched.
+    ``curves_<key>.png`` (if history) and ``tsne_<key>.png`` (if features); multi-label reports also
+    ``thresholds.csv`` (rows: models, columns: classes). Files of models not in ``results`` that a previous
+    run left in out_dir are not touched.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,13 +229,14 @@ def build_report(
     keys = [r.key for r in results]
     if len(set(map(_safe, keys))) != len(keys):
         raise ValueError(f"model keys must be unique (also as file names): {keys}")
+    multilabel = bool(results) and np.asarray(results[0].y_true).ndim == 2
 
-    chance1, chance3 = 1.0 / n_classes, min(3, n_classes) / n_classes
     reference = paper_dataset or dataset
     ds_name = dataset if paper_dataset else normalise_dataset(dataset) or dataset
     files: dict[str, Path] = {}
-    all_scores: dict[str, Scores] = {}
+    all_scores: dict[str, Scores | MultiLabelScores] = {}
     summary_rows: list[dict[str, object]] = []
+    table_rows: list[list[object]] = []
     sections: list[str] = []
 
     def write(name: str, data: bytes) -> None:
@@ -140,131 +246,63 @@ def build_report(
         probs = np.asarray(r.probs)
         if probs.ndim != 2 or probs.shape[1] != n_classes:
             raise ValueError(f"{r.key}: probs shape {probs.shape} does not match {n_classes} classes")
-        s = score(r.y_true, probs)
-        all_scores[r.key] = s
-        p = paper_row(r.key, reference)
-        summary_rows.append(
-            {
-                "model": r.key,
-                "title": r.title,
-                "hit1": s.hit1,
-                "hit3": s.hit3,
-                "f1_macro": s.f1_macro,
-                "f1_weighted": s.f1_weighted,
-                "n": s.n,
-                "paper_hit1": round(p.hit1 / 100.0, 4) if p else np.nan,
-                "paper_hit3": round(p.hit3 / 100.0, 4) if p else np.nan,
-                "paper_f1": round(p.f1 / 100.0, 4) if p else np.nan,
-                "paper_model": p.model if p else None,
-                "chance_hit1": chance1,
-                "chance_hit3": chance3,
-            }
+        row = (
+            _multi_row(r, probs, class_names) if multilabel else _single_row(r, probs, class_names, reference)
         )
+        all_scores[r.key] = row.scores
+        summary_rows.append({"model": r.key, "title": r.title, **row.summary})
+        table_rows.append([f"{r.title} (`{r.key}`)", row.scores.n, *row.cells])
 
         fk = _safe(r.key)
-        table = per_class_table(r.y_true, probs, class_names)
-        write(f"per_class_{fk}.csv", table.to_csv().encode())
-        images: list[str] = []
-        cm_png = confusion_png(confusion(r.y_true, probs, n_classes), class_names, f"{r.title} — {ds_name}")
+        write(f"per_class_{fk}.csv", row.per_class.to_csv().encode())
+        kind = "true vs predicted labels" if multilabel else ""
+        cm_png = confusion_png(row.confusion, class_names, f"{r.title} — {ds_name} {kind}".rstrip())
         write(f"confusion_{fk}.png", cm_png)
-        images.append(_img(cm_png, f"confusion {r.key}"))
+        images = [_img(cm_png, f"confusion {r.key}")]
         if r.history:
             png = curves_png(r.history, f"{r.title} — training")
             write(f"curves_{fk}.png", png)
             images.append(_img(png, f"curves {r.key}"))
         if r.features is not None:
             feats = np.asarray(r.features)
-            if feats.shape[0] != s.n:
-                raise ValueError(f"{r.key}: {feats.shape[0]} feature rows but {s.n} labels")
-            png = tsne_png(feats, np.asarray(r.y_true), class_names, f"{r.title} — t-SNE")
+            if feats.shape[0] != row.scores.n:
+                raise ValueError(f"{r.key}: {feats.shape[0]} feature rows but {row.scores.n} labels")
+            # Multi-label points are coloured by their first label (class order).
+            colour = np.asarray(r.y_true).argmax(1) if multilabel else np.asarray(r.y_true)
+            png = tsne_png(feats, colour, class_names, f"{r.title} — t-SNE")
             write(f"tsne_{fk}.png", png)
             images.append(_img(png, f"t-SNE {r.key}"))
-
-        per_class_md = _md_table(
-            ["class", "precision", "recall", "F1", "support"],
-            [
-                [
-                    row["class"],
-                    _pct(row["precision"]),
-                    _pct(row["recall"]),
-                    _pct(row["f1"]),
-                    int(row["support"]),
-                ]
-                for row in table.to_dict("records")
-            ],
-            ["l", "r", "r", "r", "r"],
-        )
         sections.append(
-            f"## {_md_cell(r.title)} (`{r.key}`)\n\n"
-            f"Hit@1 {_pct(s.hit1)} · Hit@3 {_pct(s.hit3)} · F1 macro {_pct(s.f1_macro)} · "
-            f"F1 weighted {_pct(s.f1_weighted)} · n = {s.n}\n\n"
-            f"{per_class_md}\n\n" + "\n\n".join(images)
+            f"## {_md_cell(r.title)} (`{r.key}`)\n\n{row.headline}\n\n"
+            f"{_per_class_md(row.per_class)}\n\n" + "\n\n".join(images)
         )
 
-    summary = pd.DataFrame(
-        summary_rows,
-        columns=[
-            "model",
-            "title",
-            "hit1",
-            "hit3",
-            "f1_macro",
-            "f1_weighted",
-            "n",
-            "paper_hit1",
-            "paper_hit3",
-            "paper_f1",
-            "paper_model",
-            "chance_hit1",
-            "chance_hit3",
-        ],
-    )
+    summary = pd.DataFrame(summary_rows)
     write("summary.csv", summary.to_csv(index=False).encode())
-
-    rows: list[list[object]] = []
-    for r, row in zip(results, summary_rows, strict=True):
-        s, p = all_scores[r.key], paper_row(r.key, reference)
-        rows.append(
-            [
-                f"{r.title} (`{r.key}`)",
-                s.n,
-                _pct(s.hit1),
-                _pct(s.hit3),
-                _pct(s.f1_macro),
-                _pct(s.f1_weighted),
-                _paper_pct(p.hit1 if p else None),
-                _paper_pct(p.hit3 if p else None),
-                _paper_pct(p.f1 if p else None),
-                row["paper_model"] or DASH,
-            ]
+    if multilabel:
+        thresholds = pd.DataFrame([r.thresholds for r in results], index=keys, columns=class_names)
+        write("thresholds.csv", thresholds.rename_axis("model").to_csv().encode())
+        header = ["model", "n", *_MULTI_HEADER]
+        intro = (
+            f"{n_classes} labels, multi-label, clip level, scores in %. Per-class thresholds are tuned "
+            "on the val split; the paper (single-label) has no comparable numbers."
         )
-    rows.append(["chance (1/C, 3/C)", DASH, _pct(chance1), _pct(chance3), DASH, DASH, DASH, DASH, DASH, DASH])
-    summary_md = _md_table(
-        [
-            "model",
-            "n",
-            "Hit@1",
-            "Hit@3",
-            "F1 macro",
-            "F1 weighted",
-            "paper Hit@1",
-            "paper Hit@3",
-            "paper F1",
-            "paper model",
-        ],
-        rows,
-        ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
-    )
+    else:
+        chance1, chance3 = 1.0 / n_classes, min(3, n_classes) / n_classes
+        table_rows.append(["chance (1/C, 3/C)", DASH, _pct(chance1), _pct(chance3), *[DASH] * 6])
+        header = ["model", "n", *_SINGLE_HEADER]
+        intro = (
+            f"{n_classes} classes, clip level, scores in %. Paper: Slizovskaia, Gómez, Haro, ICMR 2017 "
+            f"(it does not say which F1 average it reports; {DASH} = no comparable number)."
+            + (
+                f" Paper columns: {normalise_dataset(paper_dataset) or paper_dataset}, for reference."
+                if paper_dataset
+                else ""
+            )
+        )
+    summary_md = _md_table(header, table_rows, ["l", *"r" * (len(header) - 2), "l"])
     markdown = (
-        f"# Instrument recognition — {_md_cell(ds_name)}\n\n"
-        f"{n_classes} classes, clip level, scores in %. Paper: Slizovskaia, Gómez, Haro, ICMR 2017 "
-        f"(it does not say which F1 average it reports; {DASH} = no comparable number)."
-        + (
-            f" Paper columns: {normalise_dataset(paper_dataset) or paper_dataset}, for reference."
-            if paper_dataset
-            else ""
-        )
-        + "\n\n"
+        f"# Instrument recognition — {_md_cell(ds_name)}\n\n{intro}\n\n"
         f"## Summary\n\n{summary_md}\n\n" + "\n\n".join(sections) + "\n"
     )
     write("report.md", markdown.encode("utf-8"))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.features.store import RaggedArray
 
 #: Frames (at 1 fps) and audio of a video may differ by up to this many seconds (rounding, encoder delay).
@@ -89,7 +90,7 @@ def rows_valid(
 
 def classes_covered(manifest: pd.DataFrame, classes: list[str]) -> Finding:
     """Every class has at least one video (checked on the train split: a class never trained is lost)."""
-    counts = manifest["label"].value_counts().reindex(classes, fill_value=0)
+    counts = class_counts(manifest["label"], classes)
     missing = [c for c, n in counts.items() if n == 0]
     figures = {
         "classes": len(classes),

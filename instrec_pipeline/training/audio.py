@@ -12,7 +12,14 @@ from torch import nn
 from instrec_pipeline.features.logmel import CHOI, HAN, MelParams
 from instrec_pipeline.models import AUDIO_INPUTS, AUDIO_MODELS
 from instrec_pipeline.training.data import SplitData, central_crop, uniform_crops
-from instrec_pipeline.training.loop import FitResult, StopRule, class_weights, fit, seed_everything
+from instrec_pipeline.training.loop import (
+    FitResult,
+    StopRule,
+    activate,
+    class_weights,
+    fit,
+    seed_everything,
+)
 
 #: Which stored log-mel each model reads (Xception takes Choi's input, as in the paper).
 MODEL_MEL: dict[str, MelParams] = {"han": HAN, "choi": CHOI, "xception": CHOI}
@@ -31,6 +38,7 @@ class AudioTrainConfig:
     max_epochs: int = 50
     patience: int = 10
     balanced: bool = False  # weight the loss by inverse class frequency (YT-8M is 30:1)
+    multilabel: bool = False  # sigmoid + BCE (the dataset's setting, not a tuning knob)
     seed: int = 0
 
     @property
@@ -69,12 +77,14 @@ def build_model(cfg: AudioTrainConfig, n_classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def _segment_outputs(model: nn.Module, x: np.ndarray, device: torch.device, embed: bool) -> np.ndarray:
+def _segment_outputs(
+    model: nn.Module, x: np.ndarray, device: torch.device, embed: bool, multilabel: bool = False
+) -> np.ndarray:
     model.eval()
     outs = []
     for i in range(0, len(x), 64):
         xb = torch.from_numpy(x[i : i + 64]).to(device)
-        out = model.embed(xb) if embed else torch.softmax(model(xb), dim=-1)
+        out = model.embed(xb) if embed else activate(model(xb), multilabel)
         outs.append(out.float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
@@ -92,7 +102,8 @@ def audio_probs(
     x, owners, ids = segments(data, cfg)
     probs = np.full((len(data.video_ids), n_classes), 1.0 / n_classes, np.float32)
     if ids:
-        per_video = _per_video_mean(_segment_outputs(model, x, device, embed=False), owners, len(ids))
+        outputs = _segment_outputs(model, x, device, embed=False, multilabel=cfg.multilabel)
+        per_video = _per_video_mean(outputs, owners, len(ids))
         pos = {v: i for i, v in enumerate(data.video_ids)}
         probs[[pos[v] for v in ids]] = per_video
     return probs
@@ -117,8 +128,7 @@ def train_audio(
     x, owners, ids = segments(train, cfg)
     if not ids:
         raise ValueError("no training video has audio: cannot train an audio model")
-    label = train.label_of()
-    y = np.array([label[ids[o]] for o in owners], np.int64)
+    y = train.labels_for(ids)[owners]
     model = build_model(cfg, n_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
@@ -141,5 +151,6 @@ def train_audio(
         validate,
         StopRule(cfg.max_epochs, cfg.patience),
         class_weights=class_weights(y, n_classes, device) if cfg.balanced else None,
+        multilabel=cfg.multilabel,
     )
     return model, result

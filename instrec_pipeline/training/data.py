@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from instrec_pipeline.datasets.labels import encode
 from instrec_pipeline.features.logmel import MelParams
 from instrec_pipeline.features.partition import logmel_modality_name
 from instrec_pipeline.features.store import FeatureStore
@@ -18,7 +19,9 @@ from instrec_pipeline.layout import Layout, read_csv
 
 @dataclass
 class SplitData:
-    """One split of one dataset: ids, integer labels, and each stored modality keyed by video id.
+    """One split of one dataset: ids, labels, and each stored modality keyed by video id.
+
+    Labels are class ids ``(n,)`` or, for a multi-label dataset, a multi-hot ``(n, C)`` float matrix.
 
     A video missing a modality (no audio track, audio-only file, failed extraction) has no entry in that
     modality's dict — the models see it as missing (zeros in fusion, chance for a unimodal score).
@@ -29,17 +32,23 @@ class SplitData:
     audio: dict[str, np.ndarray] = field(default_factory=dict)  # (T, n_mels) log-mel per video
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # (n, 2048) embeddings per video
 
-    def label_of(self) -> dict[str, int]:
-        return dict(zip(self.video_ids, self.labels.tolist(), strict=True))
+    def labels_for(self, ids: list[str]) -> np.ndarray:
+        """The label rows of ``ids``, in that order."""
+        pos = {v: i for i, v in enumerate(self.video_ids)}
+        return self.labels[[pos[v] for v in ids]]
 
 
 def load_split(
-    layout: Layout, dataset: str, split: str, classes: list[str], mel: MelParams | None
+    layout: Layout,
+    dataset: str,
+    split: str,
+    classes: list[str],
+    mel: MelParams | None,
+    multilabel: bool = False,
 ) -> SplitData:
     """Labels from the partition's manifest table; features from its Zarr group (what exists of them)."""
     table = read_csv(layout.table(dataset, split, "manifest"))
-    index = {c: i for i, c in enumerate(classes)}
-    data = SplitData(list(table["video_id"]), np.array([index[c] for c in table["label"]], dtype=np.int64))
+    data = SplitData(list(table["video_id"]), encode(list(table["label"]), classes, multilabel))
     store: FeatureStore = layout.features
     wanted = set(data.video_ids)
     if mel is not None:

@@ -16,7 +16,14 @@ from torch import nn
 
 from instrec_pipeline.models import LateFusionNet
 from instrec_pipeline.training.data import sample_frames
-from instrec_pipeline.training.loop import FitResult, StopRule, class_weights, fit, seed_everything
+from instrec_pipeline.training.loop import (
+    FitResult,
+    StopRule,
+    activate,
+    class_weights,
+    fit,
+    seed_everything,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class FusionTrainConfig:
     modality_dropout: float = 0.2
     dropout: float = 0.0
     balanced: bool = False
+    multilabel: bool = False
     seed: int = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -89,6 +97,7 @@ def fusion_probs(
     device: torch.device,
     use_video: bool = True,
     use_audio: bool = True,
+    multilabel: bool = False,
 ) -> np.ndarray:
     """Clip probabilities with k uniformly spaced frames; ``use_*=False`` removes a modality (zeros)."""
     model.eval()
@@ -98,7 +107,7 @@ def fusion_probs(
         return np.zeros((0, n_classes), np.float32)
     vt = torch.from_numpy(v).to(device) if use_video else None
     at = torch.from_numpy(a).to(device) if use_audio else None
-    return torch.softmax(model(vt, at), dim=-1).cpu().numpy()
+    return activate(model(vt, at), multilabel).cpu().numpy()
 
 
 def train_fusion(
@@ -126,7 +135,7 @@ def train_fusion(
             yield xb, torch.from_numpy(train.labels[idx]).to(device)
 
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        return val.labels, fusion_probs(m, val, n_classes, device)
+        return val.labels, fusion_probs(m, val, n_classes, device, multilabel=cfg.multilabel)
 
     result = fit(
         model,
@@ -136,5 +145,6 @@ def train_fusion(
         validate,
         StopRule(cfg.max_epochs, cfg.patience),
         class_weights=class_weights(train.labels, n_classes, device) if cfg.balanced else None,
+        multilabel=cfg.multilabel,
     )
     return model, result

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from instrec_pipeline.evaluation.metrics import hit_at_k
+from instrec_pipeline.evaluation.multilabel import per_class_auc
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -27,6 +28,26 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def activate(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Scores from logits: independent sigmoids when a video may carry several labels, else softmax."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
+
+
+def val_metric(multilabel: bool) -> str:
+    """What early stopping maximises: Hit@1, or macro PR-AUC (threshold-free) for multi-label data."""
+    return "val_pr_auc" if multilabel else "val_hit1"
+
+
+def _validation(y: np.ndarray, p: np.ndarray, multilabel: bool) -> tuple[float, float]:
+    """(loss, score) on val: the same losses as training, computed from the video-level scores."""
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    if multilabel:
+        loss = float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+        ap = per_class_auc(y, p)[1]
+        return loss, float(np.nanmean(ap)) if np.any(~np.isnan(ap)) else 0.0
+    return float(-np.log(q[np.arange(len(y)), y]).mean()), hit_at_k(y, p, 1)
 
 
 @dataclass
@@ -53,18 +74,24 @@ def fit(
     *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     class_weights: torch.Tensor | None = None,
+    multilabel: bool = False,
 ) -> FitResult:
-    """Train until val Hit@1 (ties: lower val loss) has not improved for ``stop.patience`` epochs.
+    """Train until the val score (ties: lower val loss) has not improved for ``stop.patience`` epochs.
 
     ``train_batches(epoch)`` yields ``(inputs, labels)``; ``forward(model, inputs)`` gives logits;
-    ``validate(model)`` returns video-level ``(y_true, probs)`` on the val split. The best epoch's
+    ``validate(model)`` returns video-level ``(y_true, probs)`` on the val split. Single-label: softmax
+    cross-entropy, Hit@1; multi-label (multi-hot labels): sigmoid BCE, macro PR-AUC. The best epoch's
     weights are loaded back into ``model`` at the end.
     """
     import time
 
     start = time.perf_counter()
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights)
-    result = FitResult(history={"train_loss": [], "val_loss": [], "val_hit1": []})
+    if multilabel:
+        loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=class_weights)
+    else:
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+    metric = val_metric(multilabel)
+    result = FitResult(history={"train_loss": [], "val_loss": [], metric: []})
     best: tuple[float, float] | None = None
     best_state = copy.deepcopy(model.state_dict())
     for epoch in range(stop.max_epochs):
@@ -81,14 +108,12 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         model.eval()
-        y_val, p_val = validate(model)
-        val_loss = float(-np.log(np.clip(p_val[np.arange(len(y_val)), y_val], 1e-12, None)).mean())
-        val_hit1 = hit_at_k(y_val, p_val, 1)
+        val_loss, val_score = _validation(*validate(model), multilabel)
         result.history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         result.history["val_loss"].append(val_loss)
-        result.history["val_hit1"].append(val_hit1)
+        result.history[metric].append(val_score)
         result.epochs_run = epoch + 1
-        key = (val_hit1, -val_loss)
+        key = (val_score, -val_loss)
         if best is None or key > best:
             best, result.best_epoch = key, epoch
             best_state = copy.deepcopy(model.state_dict())
@@ -117,7 +142,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def class_weights(labels: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1), for imbalanced datasets such as YT-8M's 30:1."""
+    """Inverse-frequency weights (mean 1), for imbalanced datasets such as YT-8M's 30:1.
+
+    Multi-hot labels get BCE's ``pos_weight`` instead: negatives / positives per class (rare tags count more).
+    """
+    if labels.ndim == 2:
+        positives = labels.sum(0).clip(min=1)
+        return torch.tensor((len(labels) - positives) / positives, dtype=torch.float32, device=device).clamp(
+            min=1.0
+        )
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64).clip(min=1)
     w = counts.sum() / (n_classes * counts)
     return torch.tensor(w / w.mean(), dtype=torch.float32, device=device)

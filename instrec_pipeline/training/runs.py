@@ -44,8 +44,8 @@ def _meta(classes: list[str], cfg: dict[str, Any], fit: FitResult, n_train: int)
 def train_and_save_audio(
     layout: Layout, dataset: str, classes: list[str], cfg: AudioTrainConfig, device: torch.device
 ) -> dict[str, Any]:
-    train = load_split(layout, dataset, "train", classes, cfg.mel)
-    val = load_split(layout, dataset, "val", classes, cfg.mel)
+    train = load_split(layout, dataset, "train", classes, cfg.mel, cfg.multilabel)
+    val = load_split(layout, dataset, "val", classes, cfg.mel, cfg.multilabel)
     model, fit = train_audio(train, val, len(classes), cfg, device)
     meta = _meta(classes, cfg.as_dict(), fit, len(train.audio))
     save_checkpoint(layout.model(dataset, AUDIO_PREFIX + cfg.model), model, meta, {})
@@ -65,8 +65,8 @@ def load_audio(
 def train_and_save_video(
     layout: Layout, dataset: str, classes: list[str], cfg: VideoTrainConfig, device: torch.device
 ) -> dict[str, Any]:
-    train = load_split(layout, dataset, "train", classes, None)
-    val = load_split(layout, dataset, "val", classes, None)
+    train = load_split(layout, dataset, "train", classes, None, cfg.multilabel)
+    val = load_split(layout, dataset, "val", classes, None, cfg.multilabel)
     model, norm, fit = train_video(train, val, len(classes), cfg, device)
     meta = _meta(classes, cfg.as_dict(), fit, len(train.frames))
     save_checkpoint(layout.model(dataset, "video"), model, meta, norm.tensors())
@@ -102,7 +102,7 @@ class Unimodal:
         return cls(audio_name, audio, audio_cfg, video, norm, video_meta)
 
     def split(self, layout: Layout, dataset: str, split: str, classes: list[str]) -> SplitData:
-        return load_split(layout, dataset, split, classes, self.audio_cfg.mel)
+        return load_split(layout, dataset, split, classes, self.audio_cfg.mel, self.audio_cfg.multilabel)
 
     def fusion_inputs(self, data: SplitData, device: torch.device) -> FusionInputs:
         return FusionInputs(

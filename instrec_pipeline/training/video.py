@@ -16,7 +16,14 @@ from torch import nn
 
 from instrec_pipeline.models import FrameClassifier
 from instrec_pipeline.training.data import SplitData, sample_frames
-from instrec_pipeline.training.loop import FitResult, StopRule, class_weights, fit, seed_everything
+from instrec_pipeline.training.loop import (
+    FitResult,
+    StopRule,
+    activate,
+    class_weights,
+    fit,
+    seed_everything,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class VideoTrainConfig:
     max_epochs: int = 50
     patience: int = 5
     balanced: bool = False
+    multilabel: bool = False
     seed: int = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -62,7 +70,12 @@ def build_video(cfg: VideoTrainConfig, n_classes: int) -> FrameClassifier:
 
 @torch.no_grad()
 def video_probs(
-    model: FrameClassifier, data: SplitData, norm: Standardizer, n_classes: int, device: torch.device
+    model: FrameClassifier,
+    data: SplitData,
+    norm: Standardizer,
+    n_classes: int,
+    device: torch.device,
+    multilabel: bool = False,
 ) -> np.ndarray:
     """Mean of frame probabilities per video; a video without frames gets the uniform prior."""
     model.eval()
@@ -70,7 +83,7 @@ def video_probs(
     for i, v in enumerate(data.video_ids):
         if v in data.frames:
             x = torch.from_numpy(norm(data.frames[v])).to(device)
-            probs[i] = torch.softmax(model(x), dim=-1).mean(0).cpu().numpy()
+            probs[i] = activate(model(x), multilabel).mean(0).cpu().numpy()
     return probs
 
 
@@ -94,7 +107,7 @@ def train_video(
         raise ValueError("no training video has frames: cannot train the video model")
     norm = Standardizer.fit({v: train.frames[v] for v in ids})
     frames = {v: norm(train.frames[v]) for v in ids}
-    label = train.label_of()
+    y_all = train.labels_for(ids)
     model = build_video(cfg, n_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.halve_every, gamma=0.5)
@@ -102,16 +115,15 @@ def train_video(
 
     def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x = np.concatenate([frames[v][sample_frames(len(frames[v]), cfg.k, rng)] for v in ids])
-        y = np.repeat([label[v] for v in ids], cfg.k)
+        y = np.repeat(y_all, cfg.k, axis=0)
         order = rng.permutation(len(x))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             yield torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
 
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        return val.labels, video_probs(m, val, norm, n_classes, device)
+        return val.labels, video_probs(m, val, norm, n_classes, device, cfg.multilabel)
 
-    y_all = np.array([label[v] for v in ids], np.int64)
     result = fit(
         model,
         optimizer,
@@ -121,5 +133,6 @@ def train_video(
         StopRule(cfg.max_epochs, cfg.patience),
         scheduler=scheduler,
         class_weights=class_weights(y_all, n_classes, device) if cfg.balanced else None,
+        multilabel=cfg.multilabel,
     )
     return model, norm, result
