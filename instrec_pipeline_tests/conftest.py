@@ -8,10 +8,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ("flute", "guitar", "trumpet")
+#: ``tiny_tags``: the same videos, multi-label: each instrument plus its family where it has one.
+TAGS = {"flute": "flute;wind", "guitar": "guitar", "trumpet": "trumpet;wind"}
+TAGS_CLASSES = ("flute", "guitar", "trumpet", "wind")
 _TINY_DIR = Path(tempfile.mkdtemp(prefix="instrec-tiny-"))
 (_TINY_DIR / "datasets.yaml").write_text(
     f"""datasets:
@@ -22,6 +26,14 @@ _TINY_DIR = Path(tempfile.mkdtemp(prefix="instrec-tiny-"))
       audio: {{max_epochs: 8, patience: 3}}
       video: {{lr: 0.01, max_epochs: 15, patience: 4, k: 4}}
       fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 15, patience: 4}}
+  tiny_tags:
+    manifest: media/tags.csv
+    classes: [{", ".join(TAGS_CLASSES)}]
+    multilabel: true
+    training:  # short: the test checks the path, tiny checks the learning
+      audio: {{max_epochs: 3, patience: 2}}
+      video: {{lr: 0.01, max_epochs: 6, patience: 3, k: 4}}
+      fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 6, patience: 3}}
 """
 )
 os.environ["INSTREC_DATASETS"] = str(_TINY_DIR / "datasets.yaml")
@@ -30,11 +42,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def tiny_dataset() -> Path:
-    """3 instruments × 8 short real videos (4 train / 2 val / 2 test each), made once per session."""
+    """3 instruments × 8 short real videos (4 train / 2 val / 2 test each), made once per session; also
+    the manifest of ``tiny_tags``, their multi-label twin."""
     from instrec_pipeline.datasets.demo import DemoSpec, generate_demo
 
     spec = DemoSpec(classes=TINY_CLASSES, videos_per_class=8, min_seconds=3.0, max_seconds=4.0, seed=7)
-    return generate_demo(_TINY_DIR / "media", spec)
+    manifest = generate_demo(_TINY_DIR / "media", spec)
+    table = pd.read_csv(manifest, dtype=str)
+    table.assign(label=table["label"].map(TAGS)).to_csv(manifest.with_name("tags.csv"), index=False)
+    return manifest
 
 
 @pytest.fixture(scope="session")
