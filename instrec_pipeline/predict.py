@@ -14,7 +14,8 @@ import pandas as pd
 
 from instrec_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
 from instrec_pipeline.features.logmel import MelParams, log_mel
-from instrec_pipeline.features.visual import FrameEmbedder
+from instrec_pipeline.features.partition import inception_weights_of
+from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
 from instrec_pipeline.layout import Layout
 from instrec_pipeline.media.demux import DemuxParams, demux
 from instrec_pipeline.models import AUDIO_MODELS
@@ -46,11 +47,13 @@ class Prediction:
         return [c for c in self.classes if scores[c] >= thr[c]]
 
 
-def _embedder_for(layout: Layout, dataset: str, device: str) -> tuple[FrameEmbedder, DemuxParams]:
+def _embedder_for(
+    layout: Layout, dataset: str, device: str, embeddings: str
+) -> tuple[FrameEmbedder, DemuxParams]:
+    """The Inception v3 (and frame sampling) behind the embeddings the video model was trained on."""
     store = layout.features
     frames = store.modality(dataset, "train", "frames").params
-    emb = store.modality(dataset, "train", "embeddings").params
-    weights = {"imagenet": "imagenet", "random": "random"}.get(emb["weights"], emb["weights_source"])
+    weights = inception_weights_of(store.modality(dataset, "train", embeddings).params)
     audio_rates = tuple(int(m.removeprefix("audio_")) for m in store.group(dataset, "train", "r") if
                         m.startswith("audio_"))  # fmt: skip
     params = DemuxParams(
@@ -67,12 +70,12 @@ def _log_mels(audio: dict[int, np.ndarray], vid: str, mel: MelParams, device: st
 
 def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto") -> Prediction:
     """Probabilities per audio model, the video model, score averaging and the fusion."""
-    embedder, params = _embedder_for(layout, dataset, device)
-    dev = embedder.device
+    dev = resolve_device(device)
     fusion, meta = load_fusion(layout, dataset, dev)
     classes = list(meta["classes"])
     multilabel = bool(meta["config"].get("multilabel"))
     uni = Unimodal.load(layout, dataset, meta["audio_model"], dev)
+    embedder, params = _embedder_for(layout, dataset, device, uni.embeddings)
     media = demux(path, params)
     vid = path.stem
     frames = {vid: embedder.embed(media.frames)} if len(media.frames) else {}

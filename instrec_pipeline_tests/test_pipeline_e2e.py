@@ -164,3 +164,53 @@ def test_sensor_requests_runs_for_changed_manifest_splits(materialised: tuple[La
         assert {r.partition_key for r in changed if r.partition_key.startswith("tiny|")} == {"tiny|val"}
     finally:
         tiny_dataset.write_text(original)
+
+
+def test_finetuning_inception_feeds_the_video_model(
+    materialised: tuple[Layout, DagsterInstance], tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """The flag's whole path on CPU (one short epoch), on a copy of the store that other tests never see."""
+    import shutil
+
+    import torch
+
+    from instrec_pipeline.features.partition import inception_weights_of
+    from instrec_pipeline.features.visual import load_inception
+    from instrec_pipeline.predict import predict_video
+    from instrec_pipeline.training.finetune import FINETUNED_EMBEDDINGS
+    from instrec_pipeline.training.runs import Unimodal, train_and_save_video
+    from instrec_pipeline.training.video import VideoTrainConfig
+    from instrec_pipeline_tests.conftest import TINY_CLASSES
+
+    shutil.copytree(materialised[0].root, tmp_path / "store")
+    layout = Layout(tmp_path / "store")
+    cfg = VideoTrainConfig(k=4, lr=0.01, max_epochs=3, patience=2, batch_size=8, finetune=True,
+                           finetune_epochs=1, finetune_k=2)  # fmt: skip
+    meta = train_and_save_video(layout, "tiny", list(TINY_CLASSES), cfg, torch.device("cpu"))
+    assert meta["embeddings"] == FINETUNED_EMBEDDINGS and len(meta["finetune_history"]["train_loss"]) == 1
+
+    # Only the last blocks moved; the saved backbone is a plain Inception v3 the extractor can load.
+    start, _ = load_inception(
+        inception_weights_of(layout.features.modality("tiny", "train", "embeddings").params)
+    )
+    tuned, loaded = load_inception(meta["inception_weights"])
+    assert loaded.kind == "file"
+    a, b = start.state_dict(), tuned.state_dict()
+    assert torch.equal(a["Conv2d_1a_3x3.conv.weight"], b["Conv2d_1a_3x3.conv.weight"])
+    assert not torch.equal(a["Mixed_7c.branch1x1.conv.weight"], b["Mixed_7c.branch1x1.conv.weight"])
+
+    # Every split re-embedded with those weights; the plain embeddings are untouched.
+    for split in SPLITS:
+        frames = layout.features.modality("tiny", split, "frames")
+        tuned_emb = layout.features.modality("tiny", split, FINETUNED_EMBEDDINGS)
+        assert tuned_emb.lengths() == frames.lengths()
+        assert tuned_emb.params["weights_digest"] == loaded.digest
+        assert layout.features.modality("tiny", split, "embeddings").params["weights"] == "random"
+
+    # Evaluation, fusion and prediction read the fine-tuned features through the video checkpoint.
+    uni = Unimodal.load(layout, "tiny", "choi", torch.device("cpu"))
+    assert uni.embeddings == FINETUNED_EMBEDDINGS
+    manifest = pd.read_csv(tiny_dataset)
+    row = manifest[manifest["split"] == "test"].iloc[0]
+    pred = predict_video(tiny_dataset.parent / row["source"], layout, "tiny", "cpu")
+    assert abs(pred.probs.loc["video"].sum() - 1) < 1e-4

@@ -38,6 +38,8 @@ class TrainConfig(Config):
     lr: float = 0.0
     balanced: bool = False
     seed: int = 0
+    #: video_model only: fine-tune Inception v3's last blocks on the frames first (meant for a GPU).
+    finetune_inception: bool = False
 
 
 def _configured(base: Any, dataset: str, kind: str, config: TrainConfig) -> Any:
@@ -76,7 +78,8 @@ def _train(
     cfg = _configured(base, dataset, kind, config)
     classes = list(datasets()[dataset].classes)
     meta = train(store.layout, dataset, classes, cfg, resolve_device(compute.device))
-    extra = {"audio_model": meta["audio_model"]} if "audio_model" in meta else {}
+    shown = ("audio_model", "embeddings", "inception_weights", "finetune_seconds")
+    extra = {k: meta[k] for k in shown if k in meta}
     return MaterializeResult(metadata={**_training_metadata(meta), **extra})
 
 
@@ -113,8 +116,12 @@ audio_models = [audio_model_asset(name) for name in AUDIO_MODELS]
 def video_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
-    """Frame classifier over Inception embeddings: k random frames per video per epoch, SGD, lr halved /5."""
-    return _train(context, config, store, compute, VideoTrainConfig(), "video", train_and_save_video)
+    """Frame classifier over Inception embeddings: k random frames per video per epoch, SGD, lr halved /5.
+
+    With ``finetune_inception`` the last Inception blocks are first fine-tuned on the frames and every
+    split re-embedded with them (store modality ``embeddings_finetuned``)."""
+    base = VideoTrainConfig(finetune=config.finetune_inception)
+    return _train(context, config, store, compute, base, "video", train_and_save_video)
 
 
 @asset(

@@ -93,8 +93,15 @@ def embedding_params(w: LoadedWeights, source: RaggedArray) -> dict[str, str]:
     }
 
 
-def embedding_partition(group: zarr.Group, embedder: FrameEmbedder) -> tuple[RaggedArray, StageSummary]:
-    """Inception v3 embeddings of every stored frame, in batches that span videos.
+def inception_weights_of(params: dict[str, str]) -> str:
+    """The ``weights`` argument that rebuilds the Inception v3 behind stored embeddings."""
+    return {"imagenet": "imagenet", "random": "random"}.get(params["weights"], params["weights_source"])
+
+
+def embedding_partition(
+    group: zarr.Group, embedder: FrameEmbedder, name: str = "embeddings"
+) -> tuple[RaggedArray, StageSummary]:
+    """Inception v3 embeddings of every stored frame, in batches that span videos, into modality ``name``.
 
     Embeddings map 1:1 onto frames, so the frames are read as contiguous row blocks of one batch each
     (a long video never sits in memory whole, short ones share a batch); a reader thread decompresses the
@@ -102,7 +109,7 @@ def embedding_partition(group: zarr.Group, embedder: FrameEmbedder) -> tuple[Rag
     """
     source = RaggedArray.read(group, "frames")
     params = embedding_params(embedder.weights, source)
-    target = RaggedArray.open(group, "embeddings", (EMBEDDING_DIM,), "float32", params)
+    target = RaggedArray.open(group, name, (EMBEDDING_DIM,), "float32", params)
     summary = StageSummary(skipped=sum(v in target for v in source.video_ids))
     todo = [v for v in source.video_ids if v not in target]
     blocks = _blocks(_row_pieces(source, todo, embedder.batch_size), embedder.batch_size)

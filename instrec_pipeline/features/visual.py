@@ -116,6 +116,12 @@ def _calibrate_batch_norm(model: nn.Module, seed: int) -> None:
     model.eval()
 
 
+def normaliser(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std on the 0–255 scale, shaped to broadcast over NCHW frames."""
+    mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1) * 255
+    return mean, torch.tensor(_STD, device=device).view(1, 3, 1, 1) * 255
+
+
 class FrameEmbedder:
     """Batched frame → 2048-d embedding, on the GPU when there is one."""
 
@@ -128,8 +134,7 @@ class FrameEmbedder:
         # convolutions fastest in that layout (measured on CPU: 34 vs 22 frames/s at batch 32).
         model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)
-        self._mean = torch.tensor(_MEAN, device=self.device).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1) * 255
+        self._mean, self._std = normaliser(self.device)
 
     def _prepare(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 NHWC → normalised float NCHW on the device (the uint8 copy is 4× cheaper to move)."""

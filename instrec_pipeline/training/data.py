@@ -45,8 +45,12 @@ def load_split(
     classes: list[str],
     mel: MelParams | None,
     multilabel: bool = False,
+    embeddings: str = "embeddings",
 ) -> SplitData:
-    """Labels from the partition's manifest table; features from its Zarr group (what exists of them)."""
+    """Labels from the partition's manifest table; features from its Zarr group (what exists of them).
+
+    ``embeddings`` names the frame-embedding modality (a fine-tuned Inception writes its own).
+    """
     table = read_csv(layout.table(dataset, split, "manifest"))
     data = SplitData(list(table["video_id"]), encode(list(table["label"]), classes, multilabel))
     store: FeatureStore = layout.features
@@ -54,7 +58,7 @@ def load_split(
     if mel is not None:
         modality = store.modality(dataset, split, logmel_modality_name(mel))
         data.audio = {v: x for v, x in modality.iter_all() if v in wanted and len(x)}
-    frames = store.modality(dataset, split, "embeddings")
+    frames = store.modality(dataset, split, embeddings)
     data.frames = {v: x for v, x in frames.iter_all() if v in wanted and len(x)}
     return data
 

@@ -16,6 +16,7 @@ from instrec_pipeline.layout import Layout
 from instrec_pipeline.models import FrameClassifier, LateFusionNet
 from instrec_pipeline.training.audio import AudioTrainConfig, audio_embeddings, build_model, train_audio
 from instrec_pipeline.training.data import SplitData, load_split
+from instrec_pipeline.training.finetune import FINETUNED_EMBEDDINGS, embed_with, finetune_inception
 from instrec_pipeline.training.fusion import FusionInputs, FusionTrainConfig, build_fusion, train_fusion
 from instrec_pipeline.training.loop import FitResult, load_checkpoint, save_checkpoint
 from instrec_pipeline.training.video import (
@@ -65,10 +66,22 @@ def load_audio(
 def train_and_save_video(
     layout: Layout, dataset: str, classes: list[str], cfg: VideoTrainConfig, device: torch.device
 ) -> dict[str, Any]:
-    train = load_split(layout, dataset, "train", classes, None, cfg.multilabel)
-    val = load_split(layout, dataset, "val", classes, None, cfg.multilabel)
+    """The head on stored embeddings; with ``cfg.finetune``, on those of a freshly fine-tuned Inception."""
+    embeddings, extra = "embeddings", {}
+    if cfg.finetune:
+        weights, tuned = finetune_inception(
+            layout, dataset, classes, k=cfg.finetune_k, lr=cfg.finetune_lr, max_epochs=cfg.finetune_epochs,
+            patience=cfg.patience, batch_size=cfg.batch_size, multilabel=cfg.multilabel,
+            balanced=cfg.balanced, seed=cfg.seed, device=device,
+        )  # fmt: skip
+        embed_with(layout, dataset, weights, str(device))
+        embeddings = FINETUNED_EMBEDDINGS
+        extra = {"inception_weights": str(weights), "finetune_history": tuned.history,
+                 "finetune_seconds": tuned.seconds}  # fmt: skip
+    train = load_split(layout, dataset, "train", classes, None, cfg.multilabel, embeddings)
+    val = load_split(layout, dataset, "val", classes, None, cfg.multilabel, embeddings)
     model, norm, fit = train_video(train, val, len(classes), cfg, device)
-    meta = _meta(classes, cfg.as_dict(), fit, len(train.frames))
+    meta = {**_meta(classes, cfg.as_dict(), fit, len(train.frames)), "embeddings": embeddings, **extra}
     save_checkpoint(layout.model(dataset, "video"), model, meta, norm.tensors())
     return meta
 
@@ -101,8 +114,15 @@ class Unimodal:
         video, norm, video_meta = load_video(layout, dataset, device)
         return cls(audio_name, audio, audio_cfg, video, norm, video_meta)
 
+    @property
+    def embeddings(self) -> str:
+        """The frame-embedding modality the video model was trained on."""
+        return self.video_meta.get("embeddings", "embeddings")
+
     def split(self, layout: Layout, dataset: str, split: str, classes: list[str]) -> SplitData:
-        return load_split(layout, dataset, split, classes, self.audio_cfg.mel, self.audio_cfg.multilabel)
+        return load_split(
+            layout, dataset, split, classes, self.audio_cfg.mel, self.audio_cfg.multilabel, self.embeddings
+        )
 
     def fusion_inputs(self, data: SplitData, device: torch.device) -> FusionInputs:
         return FusionInputs(

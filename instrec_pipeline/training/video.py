@@ -42,6 +42,11 @@ class VideoTrainConfig:
     balanced: bool = False
     multilabel: bool = False
     seed: int = 0
+    #: Fine-tune Inception v3's last blocks on the frames first (GPU advised), then train on its embeddings.
+    finetune: bool = False
+    finetune_lr: float = 1e-4  # the paper's SGD rate for its fine-tuned video nets
+    finetune_epochs: int = 10
+    finetune_k: int = 8  # frames per video per fine-tuning epoch
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

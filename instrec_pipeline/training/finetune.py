@@ -1,0 +1,149 @@
+"""Optional fine-tuning of Inception v3 itself on a dataset's stored frames (the paper's video branch).
+
+The default video model trains a head on embeddings extracted once; the paper fine-tuned the network
+(11–98 h per model on its GPUs). Behind the ``finetune`` flag the last Inception blocks (``Mixed_7*``) and
+a softmax/sigmoid head are trained frame-level on the train split, ``k`` random frames per video per
+epoch, early-stopped on the val split, with every batch norm frozen (batches of a few videos give poor
+statistics). The backbone is then saved as a plain Inception v3 state dict, every split is re-embedded
+with it into its own store modality, and the usual head trains on those embeddings, so evaluation,
+fusion and prediction read fine-tuned features through the same code. Meant for a GPU; correct on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from instrec_pipeline.datasets.labels import encode
+from instrec_pipeline.features.partition import embedding_partition, inception_weights_of
+from instrec_pipeline.features.store import RaggedArray
+from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception, normaliser
+from instrec_pipeline.layout import Layout, read_csv
+from instrec_pipeline.training.data import sample_frames
+from instrec_pipeline.training.loop import FitResult, StopRule, activate, class_weights, fit, seed_everything
+
+#: Store modality of the embeddings made by a fine-tuned backbone (the plain ones stay as they are).
+FINETUNED_EMBEDDINGS = "embeddings_finetuned"
+TRAINABLE = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+class InceptionClassifier(nn.Module):
+    """uint8 NHWC frames → Inception v3 (pool features) → linear head; only ``TRAINABLE`` blocks learn."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(EMBEDDING_DIM, n_classes)
+        mean, std = normaliser(torch.device("cpu"))
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        for name, p in backbone.named_parameters():
+            p.requires_grad = name.startswith(TRAINABLE)
+
+    def train(self, mode: bool = True) -> InceptionClassifier:
+        super().train(mode)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()  # frozen statistics: fine-tuning batches hold frames of a few videos only
+        return self
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).float()
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(x))
+
+
+def _split(
+    layout: Layout, dataset: str, split: str, classes: list[str], multilabel: bool
+) -> tuple[RaggedArray, list[str], np.ndarray]:
+    """The split's stored frames and its labels, for the videos that have frames."""
+    frames = RaggedArray.read(layout.features.group(dataset, split, "r"), "frames")
+    table = read_csv(layout.table(dataset, split, "manifest"))
+    have = set(frames.video_ids)
+    table = table[table["video_id"].isin(have)]
+    return frames, list(table["video_id"]), encode(list(table["label"]), classes, multilabel)
+
+
+def finetune_inception(
+    layout: Layout,
+    dataset: str,
+    classes: list[str],
+    *,
+    k: int,
+    lr: float,
+    max_epochs: int,
+    patience: int,
+    batch_size: int,
+    multilabel: bool,
+    balanced: bool,
+    seed: int,
+    device: torch.device,
+) -> tuple[Path, FitResult]:
+    """Fine-tune from the weights the dataset's embeddings were made with; returns the saved backbone."""
+    seed_everything(seed)
+    train_frames, train_ids, y_train = _split(layout, dataset, "train", classes, multilabel)
+    val_frames, val_ids, y_val = _split(layout, dataset, "val", classes, multilabel)
+    if not train_ids:
+        raise ValueError("no training video has frames: cannot fine-tune Inception")
+    start = layout.features.modality(dataset, "train", "embeddings").params
+    backbone, _ = load_inception(inception_weights_of(start))
+    model = InceptionClassifier(backbone.to(memory_format=torch.channels_last), len(classes)).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+    rng = np.random.default_rng(seed)
+    per_batch = max(1, batch_size // k)
+
+    def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = rng.permutation(len(train_ids))
+        for i in range(0, len(order), per_batch):
+            picked = order[i : i + per_batch]
+            x, y = [], []
+            for j in picked:
+                video = train_frames.get(train_ids[j])
+                x.append(video[sample_frames(len(video), k, rng)])
+                y.append(np.repeat(y_train[j : j + 1], k, axis=0))
+            yield (
+                torch.from_numpy(np.concatenate(x)).to(device),
+                torch.from_numpy(np.concatenate(y)).to(device),
+            )
+
+    @torch.no_grad()
+    def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        probs = []
+        for v in val_ids:
+            video = val_frames.get(v)
+            x = torch.from_numpy(video[sample_frames(len(video), k, None)]).to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                probs.append(activate(m(x).float(), multilabel).mean(0).cpu().numpy())
+        return y_val, np.stack(probs) if probs else np.zeros((0, len(classes)), np.float32)
+
+    result = fit(
+        model,
+        optimizer,
+        batches,
+        lambda m, xb: m(xb),
+        validate,
+        StopRule(max_epochs, patience),
+        scheduler=scheduler,
+        class_weights=class_weights(y_train, len(classes), device) if balanced else None,
+        multilabel=multilabel,
+    )
+    path = layout.model(dataset, "inception_finetuned")
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.backbone.state_dict(), tmp)
+    tmp.replace(path)
+    return path, result
+
+
+def embed_with(layout: Layout, dataset: str, weights: Path, device: str) -> None:
+    """Re-embed every split's frames with fine-tuned weights (resumable; redone when the weights change)."""
+    embedder = FrameEmbedder(str(weights), device)
+    for split in ("train", "val", "test"):
+        group = layout.features.group(dataset, split)
+        if "frames" in group:
+            embedding_partition(group, embedder, FINETUNED_EMBEDDINGS)
