@@ -289,3 +289,14 @@ def test_a_changed_parameter_marks_exactly_the_affected_assets_stale(
     assert val == {"manifest": "FRESH", "raw_videos": "FRESH", "demux": "FRESH", "log_mel": "STALE",
                    "frame_embeddings": "STALE"}, val  # fmt: skip
     assert set(_stale(dagster_dev, ["log_mel", "frame_embeddings"], "tiny|train").values()) == {"FRESH"}
+
+    # Re-extracting the features passes the change on to the per-dataset models (across the dataset × split
+    # → dataset mapping): the four models that read frame embeddings are stale, the rest not yet.
+    models = ["audio_model_han", "audio_model_choi", "audio_model_xception", "video_model"]
+    assert set(_stale(dagster_dev, models, "tiny").values()) == {"FRESH"}
+    result = materialize(list(defs.assets), selection=["log_mel", "frame_embeddings"],
+                         partition_key="tiny|val", instance=instance, resources=resources)  # fmt: skip
+    assert result.success
+    assert set(_stale(dagster_dev, models, "tiny").values()) == {"STALE"}
+    # Dagster marks the direct children of changed data: fusion and report follow once the models retrain.
+    assert set(_stale(dagster_dev, ["fusion_model", "evaluation_report"], "tiny").values()) == {"FRESH"}
