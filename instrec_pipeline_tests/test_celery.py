@@ -12,12 +12,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from dagster import in_process_executor, multiprocess_executor
 
-from instrec_pipeline.automation.executors import executor_from_env
+from instrec_pipeline.automation.executors import GPU_QUEUE, executor_from_env
 from instrec_pipeline_tests.procs import REPO, free_port, start, stop, wait_for
 
 ASSETS = ("manifest", "raw_videos", "demux", "log_mel")
@@ -86,10 +87,15 @@ def celery_env(
     redis_url: str, new_dagster_home: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """What every process of the deployment shares: instance, store root, broker, the executor's name.
-    Its own instance, so that the checks this run adds don't show up in the end-to-end tests' counts."""
+    Its own instance, so that the checks this run adds don't show up in the end-to-end tests' counts;
+    created here once, as two workers creating one SQLite schema at the same time corrupt it."""
+    from dagster import DagsterInstance
+
+    home = new_dagster_home("celery_home")
+    DagsterInstance.from_config(str(home)).dispose()
     return {
         **os.environ,  # INSTREC_DATASETS: the `tiny` dataset
-        "DAGSTER_HOME": str(new_dagster_home("celery_home")),
+        "DAGSTER_HOME": str(home),
         "INSTREC_HOME": str(tmp_path_factory.mktemp("celery_store")),
         "INSTREC_EXECUTOR": "celery",
         "INSTREC_CELERY_BROKER": redis_url,
@@ -99,32 +105,43 @@ def celery_env(
     }
 
 
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    name: str  # the Celery node name, as the worker reports it
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def celery_worker(celery_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, str, Path]]:
-    """One `dagster-celery` worker (one task at a time) on the default queue, as on a cluster node."""
+def celery_workers(celery_env: dict[str, str]) -> Iterator[dict[str, Worker]]:
+    """Two `dagster-celery` workers (one task at a time each) as on two cluster nodes: a CPU node on Dagster's
+    default queue, a GPU node on the `gpu` queue."""
     home = Path(celery_env["DAGSTER_HOME"])
     config = home / "celery.yaml"
     broker = celery_env["INSTREC_CELERY_BROKER"]
     config.write_text(f"execution:\n  config:\n    broker: '{broker}'\n    backend: '{broker}'\n")
-    name = f"instrec-test-{os.getpid()}"
-    log = home / "celery_worker.log"
-    cmd = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
-           "-n", name, "--", "--concurrency", "1"]  # fmt: skip
-    proc = start(cmd, log, celery_env)
+    workers: dict[str, Worker] = {}
     try:
-        wait_for(lambda: " ready." in log.read_text(errors="replace"), proc, log, "celery worker", timeout=60)
-        yield proc, f"{name}@{socket.gethostname()}", log
+        for role, queue in (("cpu", "dagster"), ("gpu", GPU_QUEUE)):
+            name, log = f"instrec-{role}-{os.getpid()}", home / f"celery_{role}.log"
+            cmd = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                   "-y", str(config), "-q", queue, "-n", name, "--", "--concurrency", "1"]  # fmt: skip
+            workers[role] = Worker(start(cmd, log, celery_env), f"{name}@{socket.gethostname()}", log)
+        for role, w in workers.items():
+            ready = lambda w=w: " ready." in w.log.read_text(errors="replace")  # noqa: E731
+            wait_for(ready, w.proc, w.log, f"celery worker ({role})", timeout=60)
+        yield workers
     finally:
-        stop(proc)
+        for w in workers.values():
+            stop(w.proc)
 
 
 @pytest.mark.skipif(bool(MISSING), reason="; ".join(MISSING))
-def test_assets_materialise_through_the_celery_worker(
-    tiny_dataset: Path, celery_env: dict[str, str], celery_worker: tuple[subprocess.Popen, str, Path]
+def test_assets_materialise_through_celery_workers(
+    tiny_dataset: Path, celery_env: dict[str, str], celery_workers: dict[str, Worker]
 ) -> None:
     from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-    worker, worker_name, worker_log = celery_worker
     home = Path(celery_env["DAGSTER_HOME"])
     cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "instrec_pipeline.definitions",
            "--select", ",".join(ASSETS), "--partition", PARTITION]  # fmt: skip
@@ -140,22 +157,33 @@ def test_assets_materialise_through_the_celery_worker(
         for asset in ASSETS:
             assert set(instance.get_materialized_partitions(AssetKey(asset))) == {PARTITION}, asset
         events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
-        by_type = lambda t: [e for e in events if e.event_type == t]  # noqa: E731
+    by_type = lambda t: [e for e in events if e.event_type == t]  # noqa: E731
+    steps = {e.step_key for e in by_type(DagsterEventType.STEP_SUCCESS)}  # the assets and their checks
+    assert set(ASSETS) <= steps
+    role = {step: "gpu" if step == "log_mel" else "cpu" for step in steps}
 
-        # Every step (assets and their checks) went through the broker and was executed by *our* worker:
-        # the worker itself writes "Executing steps … in celery worker" with its Celery name.
-        steps = {e.step_key for e in by_type(DagsterEventType.STEP_SUCCESS)}
-        assert set(ASSETS) <= steps
-        submitted = {e.step_key for e in by_type(DagsterEventType.ENGINE_EVENT)
-                     if e.message.startswith("Submitting celery task")}  # fmt: skip
-        executed = {e.step_key for e in by_type(DagsterEventType.ENGINE_EVENT)
-                    if e.message.endswith("in celery worker")
-                    and e.engine_event_data.metadata["Celery worker"].value == worker_name}  # fmt: skip
-        assert submitted == executed == steps
+    # Every step went through the broker, to its queue: the GPU stage to `gpu`, the rest to `dagster`.
+    engine = by_type(DagsterEventType.ENGINE_EVENT)
+    queues = {e.step_key: e.message.split('to queue "')[1].rstrip('".') for e in engine
+              if e.message.startswith("Submitting celery task")}  # fmt: skip
+    assert queues == {step: GPU_QUEUE if r == "gpu" else "dagster" for step, r in role.items()}
+    # ...and was executed by the worker on that queue, which itself logs "Executing steps … in celery worker".
+    executed_by = {e.step_key: e.engine_event_data.metadata["Celery worker"].value
+                   for e in engine if e.message.endswith("in celery worker")}  # fmt: skip
+    assert executed_by == {step: celery_workers[r].name for step, r in role.items()}
+    # ...in that worker's processes, not in the CLI that launched the run.
+    (run_start,) = by_type(DagsterEventType.RUN_START)
+    for event in by_type(DagsterEventType.STEP_START):
+        assert event.pid != run_start.pid, event.step_key
+        assert os.getpgid(event.pid) == celery_workers[role[event.step_key]].proc.pid, event.step_key
+    for r, worker in celery_workers.items():
+        done = worker.log.read_text(errors="replace").count("succeeded in")
+        assert done == sum(x == r for x in role.values()), r
 
-        # ...in the worker's processes, not in the CLI that launched the run.
-        (run_start,) = by_type(DagsterEventType.RUN_START)
-        for event in by_type(DagsterEventType.STEP_START):
-            assert event.pid != run_start.pid, event.step_key
-            assert os.getpgid(event.pid) == worker.pid, event.step_key  # the worker's process group
-    assert worker_log.read_text(errors="replace").count("succeeded in") == len(steps)
+
+def test_gpu_stages_and_only_they_go_to_the_gpu_queue() -> None:
+    from instrec_pipeline.definitions import defs
+
+    for assets_def in defs.assets:
+        gpu = assets_def.op.pool == "gpu"
+        assert (assets_def.op.tags.get("dagster-celery/queue") == GPU_QUEUE) == gpu, assets_def.key

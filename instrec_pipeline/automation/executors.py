@@ -8,6 +8,8 @@
 - ``celery``: each step is a task on a Celery broker, run by long-lived ``dagster-celery`` workers on other
   machines (``INSTREC_CELERY_BROKER`` / ``INSTREC_CELERY_BACKEND``, default ``redis://localhost:6379/0``).
   The instance storage and the store root must be shared by every worker (see README, Scale-out).
+  GPU stages go to the Celery queue ``gpu`` (``GPU_STEP_TAGS``), so that only workers on GPU machines,
+  started with ``-q gpu``, take them; every other step goes to Dagster's default queue, ``dagster``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ BROKER_ENV = "INSTREC_CELERY_BROKER"
 BACKEND_ENV = "INSTREC_CELERY_BACKEND"
 DEFAULT_REDIS = "redis://localhost:6379/0"
 EXECUTORS = ("in_process", "multiprocess", "celery")
+GPU_QUEUE = "gpu"
+#: Op tags of the GPU stages (beside ``pool="gpu"``): the Celery executor routes them to ``GPU_QUEUE``;
+#: the other executors ignore them. The key is dagster_celery's, spelt out to keep that import optional.
+GPU_STEP_TAGS = {"dagster-celery/queue": GPU_QUEUE}
 
 
 def celery_executor_from_env(env: Mapping[str, str]) -> ExecutorDefinition:
