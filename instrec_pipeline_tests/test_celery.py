@@ -1,6 +1,6 @@
-"""Scale-out on Celery for real: a local redis-server as broker and result backend, a `dagster-celery` worker,
-and one partition's extraction assets launched through the Dagster CLI with ``INSTREC_EXECUTOR=celery``, as a
-deployment does it: same code, different environment."""
+"""Scale-out on Celery for real: a local redis-server as broker and result backend, two `dagster-celery`
+workers (a CPU and a GPU queue), and one partition's extraction assets launched through the Dagster CLI with
+``INSTREC_EXECUTOR=celery``, as a deployment does it: same code, different environment."""
 
 from __future__ import annotations
 
