@@ -10,12 +10,12 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
 
-.PHONY: demo test setup system browser ui lint bench
+.PHONY: demo test setup system browser broker ui lint bench
 
 demo: setup
 	$(PY) -m instrec_pipeline.cli demo
 
-test: setup browser
+test: setup browser broker
 	$(PY) -m pytest -q
 
 setup: system $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
@@ -34,6 +34,14 @@ browser:
 	  echo "Installing chromium chromium-driver with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    chromium chromium-driver; \
+	fi
+
+# A local Redis for the Celery test (a broker + result backend; it skips cleanly where there is none).
+broker:
+	@if ! command -v redis-server >/dev/null; then \
+	  echo "Installing redis-server with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    redis-server; \
 	fi
 
 # The virtual environment, rebuilt only when pyproject.toml changes.

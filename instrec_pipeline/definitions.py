@@ -1,9 +1,10 @@
 """The one Definitions object: assets, checks, the job, schedule, sensor and resources. Thin by design."""
 
-from dagster import Definitions, in_process_executor, load_assets_from_modules
+from dagster import Definitions, load_assets_from_modules
 
 from instrec_pipeline.assets import features, models, reports, videos
 from instrec_pipeline.automation.checks import checks
+from instrec_pipeline.automation.executors import executor_from_env
 from instrec_pipeline.automation.schedules import extraction_job, reextraction_schedule
 from instrec_pipeline.automation.sensors import manifest_change_sensor
 from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
@@ -14,9 +15,9 @@ defs = Definitions(
     jobs=[extraction_job],
     schedules=[reextraction_schedule],
     sensors=[manifest_change_sensor],
-    # One process per run: a step's start-up (torch, the code location) costs more than the small steps
-    # themselves; cluster deployments switch this to their executor (see README, Scale-out).
-    executor=in_process_executor,
+    # One process per run by default: a step's start-up (torch, the code location) costs more than the
+    # small steps themselves; cluster deployments set INSTREC_EXECUTOR=celery (see README, Scale-out).
+    executor=executor_from_env(),
     resources={
         "store": StoreResource(),
         "compute": ComputeResource(),

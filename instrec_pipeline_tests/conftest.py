@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -54,11 +55,21 @@ def tiny_dataset() -> Path:
 
 
 @pytest.fixture(scope="session")
-def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A persistent instance (SQLite) with the project's dagster.yaml, as `make setup` makes one."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    return home
+def new_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Makes a persistent instance (SQLite) with the project's dagster.yaml, as `make setup` makes one."""
+
+    def make(name: str) -> Path:
+        home = tmp_path_factory.mktemp(name)
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        return home
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dagster_home(new_dagster_home: Callable[[str], Path]) -> Path:
+    """The session's instance, shared by the end-to-end and web-UI tests."""
+    return new_dagster_home("dagster_home")
 
 
 @pytest.fixture(scope="session")

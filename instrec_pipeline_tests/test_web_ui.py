@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +16,10 @@ from pathlib import Path
 import pytest
 
 from instrec_pipeline.layout import Layout
+from instrec_pipeline_tests.procs import free_port, start, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("INSTREC_SCREENSHOTS", REPO / "bench" / "out" / "screenshots"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(url: str, query: str, variables: dict) -> dict:
@@ -42,36 +35,25 @@ def _graphql(url: str, query: str, variables: dict) -> dict:
 def dagster_dev(materialised: tuple[Layout, object], dagster_home: Path) -> Iterator[str]:
     """`dagster dev` in its own process group (so it and its children always stop), on loopback."""
     layout, _ = materialised
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "INSTREC_HOME": str(layout.root)}
     dagster = Path(sys.executable).with_name("dagster")
-    log = (dagster_home / "dagster_dev.log").open("wb")
-    proc = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    log = dagster_home / "dagster_dev.log"
+    proc = start([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], log, env)
     url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(f"{url}/server_info", timeout=2).read()
+            return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{url}/server_info", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None, (dagster_home / "dagster_dev.log").read_text()[-3000:]
-                time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not answer within 120 s")
+        wait_for(answers, proc, log, "dagster dev", timeout=120)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        stop(proc)
 
 
 LAUNCH = """mutation($params: LaunchBackfillParams!) {

@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from instrec_pipeline.assets.common import partition
 from instrec_pipeline.assets.videos import demux
+from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
 from instrec_pipeline.features.store import params_digest
@@ -14,7 +15,14 @@ from instrec_pipeline.resources import ComputeResource, ExtractionResource, Stor
 GROUP = "features"
 
 
-@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[demux], code_version="1", pool="gpu")
+@asset(
+    partitions_def=dataset_split_partitions,
+    group_name=GROUP,
+    deps=[demux],
+    code_version="1",
+    pool="gpu",
+    op_tags=GPU_STEP_TAGS,
+)
 def log_mel(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
@@ -34,7 +42,14 @@ def log_mel(
     return MaterializeResult(metadata=metadata, data_version=DataVersion(params_digest({"v": versions})))
 
 
-@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[demux], code_version="1", pool="gpu")
+@asset(
+    partitions_def=dataset_split_partitions,
+    group_name=GROUP,
+    deps=[demux],
+    code_version="1",
+    pool="gpu",
+    op_tags=GPU_STEP_TAGS,
+)
 def frame_embeddings(
     context: AssetExecutionContext,
     store: StoreResource,

@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from instrec_pipeline.assets.features import frame_embeddings, log_mel
+from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.features.visual import resolve_device
 from instrec_pipeline.models import AUDIO_MODELS, AUDIO_TITLES
@@ -96,6 +97,7 @@ def audio_model_asset(name: str) -> AssetsDefinition:
         deps=FEATURE_DEPS,
         code_version="1",
         pool="gpu",
+        op_tags=GPU_STEP_TAGS,
         description=f"{AUDIO_TITLES[name]} on log-mel segments (UC: 10 per video, predictions averaged), "
         "Adam, early stopping on the val split.",
     )
@@ -112,7 +114,14 @@ def audio_model_asset(name: str) -> AssetsDefinition:
 audio_models = [audio_model_asset(name) for name in AUDIO_MODELS]
 
 
-@asset(partitions_def=dataset_partitions, group_name=GROUP, deps=FEATURE_DEPS, code_version="1", pool="gpu")
+@asset(
+    partitions_def=dataset_partitions,
+    group_name=GROUP,
+    deps=FEATURE_DEPS,
+    code_version="1",
+    pool="gpu",
+    op_tags=GPU_STEP_TAGS,
+)
 def video_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
 ) -> MaterializeResult:
@@ -130,6 +139,7 @@ def video_model(
     deps=[*audio_models, video_model],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_STEP_TAGS,
 )
 def fusion_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
