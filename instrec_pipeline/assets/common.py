@@ -6,9 +6,13 @@ from collections.abc import Mapping
 
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
 
+from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.partitions import split_key
 
 MAX_TABLE_ROWS = 200
+#: What makes an asset a GPU stage: the ``gpu`` pool (one at a time per instance's limit) and, under the
+#: Celery executor, the ``gpu`` queue that only GPU workers serve.
+GPU_STAGE: dict[str, object] = {"pool": "gpu", "op_tags": GPU_STEP_TAGS}
 
 
 def partition(context: AssetExecutionContext) -> tuple[str, str]:

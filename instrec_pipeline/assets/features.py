@@ -2,9 +2,8 @@
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import partition
+from instrec_pipeline.assets.common import GPU_STAGE, partition
 from instrec_pipeline.assets.videos import demux
-from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
 from instrec_pipeline.features.store import params_digest
@@ -20,8 +19,7 @@ GROUP = "features"
     group_name=GROUP,
     deps=[demux],
     code_version="1",
-    pool="gpu",
-    op_tags=GPU_STEP_TAGS,
+    **GPU_STAGE,
 )
 def log_mel(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
@@ -47,8 +45,7 @@ def log_mel(
     group_name=GROUP,
     deps=[demux],
     code_version="1",
-    pool="gpu",
-    op_tags=GPU_STEP_TAGS,
+    **GPU_STAGE,
 )
 def frame_embeddings(
     context: AssetExecutionContext,

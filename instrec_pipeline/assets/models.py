@@ -15,8 +15,8 @@ from dagster import (
     asset,
 )
 
+from instrec_pipeline.assets.common import GPU_STAGE
 from instrec_pipeline.assets.features import frame_embeddings, log_mel
-from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.features.visual import resolve_device
 from instrec_pipeline.models import AUDIO_MODELS, AUDIO_TITLES
@@ -96,8 +96,7 @@ def audio_model_asset(name: str) -> AssetsDefinition:
         group_name=GROUP,
         deps=FEATURE_DEPS,
         code_version="1",
-        pool="gpu",
-        op_tags=GPU_STEP_TAGS,
+        **GPU_STAGE,
         description=f"{AUDIO_TITLES[name]} on log-mel segments (UC: 10 per video, predictions averaged), "
         "Adam, early stopping on the val split.",
     )
@@ -119,8 +118,7 @@ audio_models = [audio_model_asset(name) for name in AUDIO_MODELS]
     group_name=GROUP,
     deps=FEATURE_DEPS,
     code_version="1",
-    pool="gpu",
-    op_tags=GPU_STEP_TAGS,
+    **GPU_STAGE,
 )
 def video_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource
@@ -138,8 +136,7 @@ def video_model(
     group_name=GROUP,
     deps=[*audio_models, video_model],
     code_version="1",
-    pool="gpu",
-    op_tags=GPU_STEP_TAGS,
+    **GPU_STAGE,
 )
 def fusion_model(
     context: AssetExecutionContext, config: TrainConfig, store: StoreResource, compute: ComputeResource

@@ -15,7 +15,7 @@ from instrec_pipeline.resources import ComputeResource, StoreResource
     partitions_def=dataset_partitions,
     group_name="reports",
     deps=[fusion_model, *audio_models],
-    code_version="1",
+    code_version="2",  # 2: multi-label reports
 )
 def evaluation_report(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
