@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
 
-.PHONY: demo test setup system browser broker ui lint bench
+.PHONY: demo test setup system browser broker ui lint bench bench-backfill
 
 demo: setup
 	$(PY) -m instrec_pipeline.cli demo
@@ -64,3 +64,7 @@ lint: setup
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/extraction.py
+
+# Every partition of the demo backfilled at once through the web UI's API (dagster dev + daemon).
+bench-backfill: setup
+	$(PY) bench/backfill.py --dataset demo

@@ -3,73 +3,29 @@ GraphQL; headless Chromium looking at the asset graph and the report as a person
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from instrec_pipeline.layout import Layout
-from instrec_pipeline_tests.procs import free_port, start, stop, wait_for
+from instrec_pipeline_tests.dagster_ui import backfill, graphql
+from instrec_pipeline_tests.dagster_ui import dagster_dev as run_dagster_dev
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("INSTREC_SCREENSHOTS", REPO / "bench" / "out" / "screenshots"))
 
 
-def _graphql(url: str, query: str, variables: dict) -> dict:
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = json.load(response)
-    assert "errors" not in payload, payload
-    return payload["data"]
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(materialised: tuple[Layout, object], dagster_home: Path) -> Iterator[str]:
-    """`dagster dev` in its own process group (so it and its children always stop), on loopback."""
-    layout, _ = materialised
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "INSTREC_HOME": str(layout.root)}
-    dagster = Path(sys.executable).with_name("dagster")
-    log = dagster_home / "dagster_dev.log"
-    proc = start([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], log, env)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            urllib.request.urlopen(f"{url}/server_info", timeout=2).read()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(answers, proc, log, "dagster dev", timeout=120)
+    """`dagster dev` on loopback over the session's instance and store."""
+    with run_dagster_dev(dagster_home, materialised[0].root) as url:
         yield url
-    finally:
-        stop(proc)
-
-
-LAUNCH = """mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
-POLL = """query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status numPartitions }
-    ... on PythonError { message }
-  }
-}"""
 
 
 def test_partition_backfill_through_graphql(dagster_dev: str, materialised: tuple[Layout, object]) -> None:
@@ -79,22 +35,11 @@ def test_partition_backfill_through_graphql(dagster_dev: str, materialised: tupl
 
     _, instance = materialised
     partitions = ["tiny|train", "tiny|val", "tiny|test"]
-    params = {"assetSelection": [{"path": [a]} for a in EXTRACTION_ASSETS], "partitionNames": partitions}
-    start = time.time()
-    launched = _graphql(dagster_dev, LAUNCH, {"params": params})["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    status = None
-    while time.time() - start < 420:
-        backfill = _graphql(dagster_dev, POLL, {"id": launched["backfillId"]})["partitionBackfillOrError"]
-        status = backfill["status"]
-        if status not in ("REQUESTED",):
-            break
-        time.sleep(3)
-    print(f"backfill of {len(partitions)} partitions × {len(EXTRACTION_ASSETS)} assets: {status} "
-          f"in {time.time() - start:.0f} s")  # fmt: skip
+    backfill_id, status, seconds = backfill(dagster_dev, EXTRACTION_ASSETS, partitions, timeout=420)
+    print(f"backfill of {len(partitions)} partitions × {len(EXTRACTION_ASSETS)} assets: {seconds:.0f} s")
     assert status == "COMPLETED_SUCCESS"
     runs = instance.get_runs()
-    backfill_runs = [r for r in runs if r.tags.get("dagster/backfill") == launched["backfillId"]]
+    backfill_runs = [r for r in runs if r.tags.get("dagster/backfill") == backfill_id]
     assert backfill_runs and all(r.is_success for r in backfill_runs)
     for run in backfill_runs:  # scripts and backfills carry the per-dimension partition tags
         assert run.tags["dagster/partition/dataset"] == "tiny" and "dagster/partition/split" in run.tags
@@ -246,7 +191,7 @@ STALE = """query($keys: [AssetKeyInput!], $partition: String) {
 
 
 def _stale(url: str, assets: list[str], partition: str) -> dict[str, str]:
-    data = _graphql(url, STALE, {"keys": [{"path": [a]} for a in assets], "partition": partition})
+    data = graphql(url, STALE, {"keys": [{"path": [a]} for a in assets], "partition": partition})
     return {n["assetKey"]["path"][0]: n["staleStatus"] for n in data["assetNodes"]}
 
 
