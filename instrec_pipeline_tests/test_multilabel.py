@@ -142,6 +142,7 @@ def test_the_graph_trains_and_reports_a_multilabel_dataset(tags_layout: Layout) 
 
     tags_report = tags_layout.report_dir("tiny_tags")
     summary = pd.read_csv(tags_report / "summary.csv").set_index("model")
+    print(summary[["roc_auc_macro", "pr_auc_macro", "f1_micro", "f1_macro", "n"]].round(3).to_string())
     rows = {
         "han",
         "choi",
