@@ -81,3 +81,18 @@ def test_each_audio_model_reads_the_log_mel_it_was_designed_for() -> None:
             spec.n_fft,
             spec.hop,
         )
+
+
+def test_standardiser_keeps_dimensions_constant_in_train_bounded() -> None:
+    """A dead Inception unit (constant on the train frames) must not explode on a test frame."""
+    from instrec_pipeline.training.video import Standardizer
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(50, 8)).astype(np.float32)
+    train[:, 3] = 0.0  # constant on train
+    norm = Standardizer.fit({"v": train})
+    test = rng.normal(size=(5, 8)).astype(np.float32)
+    test[:, 3] = 0.5  # the unit fires on a test frame
+    z = norm(test)
+    assert np.abs(z).max() < 20  # was 5e5 with a bare std + 1e-6
+    np.testing.assert_allclose(norm(train)[:, 0].std(), 1.0, rtol=1e-3)  # live dimensions: unit variance

@@ -59,8 +59,18 @@ class Standardizer:
 
     @classmethod
     def fit(cls, frames: dict[str, np.ndarray]) -> Standardizer:
+        """Per-dimension mean and std of the train frames, the std floored at a tenth of its mean.
+
+        Inception features include dimensions that are constant on a train set (dead ReLUs); dividing by
+        their ~0 std turned a small deviation on a test frame into values of 10^6 that swamped the video
+        model's embedding and hence the fusion's input. The floor keeps such dimensions at the scale of
+        the others.
+        """
         allf = np.concatenate(list(frames.values())).astype(np.float64)
-        return cls(allf.mean(0).astype(np.float32), (allf.std(0) + 1e-6).astype(np.float32))
+        std = allf.std(0)
+        return cls(
+            allf.mean(0).astype(np.float32), np.maximum(std, 0.1 * std.mean() + 1e-6).astype(np.float32)
+        )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
