@@ -37,11 +37,13 @@ browser:
 	fi
 
 # A local Redis for the Celery test (a broker + result backend; it skips cleanly where there is none).
+# Tolerant on purpose: in containers the package's service start may fail, while the test starts its own.
 broker:
 	@if ! command -v redis-server >/dev/null; then \
 	  echo "Installing redis-server with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    redis-server; \
+	    redis-server \
+	  || echo "redis-server not installed (or its service did not start): the Celery test needs only the binary"; \
 	fi
 
 # The virtual environment, rebuilt only when pyproject.toml changes.
