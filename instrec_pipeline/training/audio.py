@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,21 +12,14 @@ from torch import nn
 from instrec_pipeline.features.logmel import CHOI, HAN, MelParams
 from instrec_pipeline.models import AUDIO_INPUTS, AUDIO_MODELS
 from instrec_pipeline.training.data import SplitData, central_crop, uniform_crops
-from instrec_pipeline.training.loop import (
-    FitResult,
-    StopRule,
-    activate,
-    class_weights,
-    fit,
-    seed_everything,
-)
+from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 #: Which stored log-mel each model reads (Xception takes Choi's input, as in the paper).
 MODEL_MEL: dict[str, MelParams] = {"han": HAN, "choi": CHOI, "xception": CHOI}
 
 
 @dataclass(frozen=True)
-class AudioTrainConfig:
+class AudioTrainConfig(TrainSettings):
     """Defaults are the paper's: UC with 10 segments, Adam, early stopping after 10 epochs."""
 
     model: str = "choi"
@@ -35,11 +28,7 @@ class AudioTrainConfig:
     segment_frames: int = 0  # 0 = the model's own: Han 43, Choi/Xception 137 (2.912 s) for UC, 1366 for CC
     batch_size: int = 32
     lr: float = 1e-3
-    max_epochs: int = 50
     patience: int = 10
-    balanced: bool = False  # weight the loss by inverse class frequency (YT-8M is 30:1)
-    multilabel: bool = False  # sigmoid + BCE (the dataset's setting, not a tuning knob)
-    seed: int = 0
 
     @property
     def mel(self) -> MelParams:
@@ -53,9 +42,6 @@ class AudioTrainConfig:
         if self.model == "han" or self.strategy == "CC":
             return spec.frames
         return spec.frames_for(spec.duration_s / self.n_segments)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def segments(data: SplitData, cfg: AudioTrainConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -143,14 +129,5 @@ def train_audio(
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         return val.labels, audio_probs(m, val, cfg, n_classes, device)
 
-    result = fit(
-        model,
-        optimizer,
-        batches,
-        lambda m, xb: m(xb),
-        validate,
-        StopRule(cfg.max_epochs, cfg.patience),
-        class_weights=class_weights(y, n_classes, device) if cfg.balanced else None,
-        multilabel=cfg.multilabel,
-    )
+    result = fit(model, optimizer, batches, validate, cfg, train.labels_for(ids), n_classes)
     return model, result

@@ -24,7 +24,7 @@ from instrec_pipeline.features.store import RaggedArray
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception, normaliser
 from instrec_pipeline.layout import Layout, read_csv
 from instrec_pipeline.training.data import sample_frames
-from instrec_pipeline.training.loop import FitResult, StopRule, activate, class_weights, fit, seed_everything
+from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 #: Store modality of the embeddings made by a fine-tuned backbone (the plain ones stay as they are).
 FINETUNED_EMBEDDINGS = "embeddings_finetuned"
@@ -72,18 +72,15 @@ def finetune_inception(
     layout: Layout,
     dataset: str,
     classes: list[str],
+    settings: TrainSettings,
     *,
     k: int,
     lr: float,
-    max_epochs: int,
-    patience: int,
     batch_size: int,
-    multilabel: bool,
-    balanced: bool,
-    seed: int,
     device: torch.device,
 ) -> tuple[Path, FitResult]:
     """Fine-tune from the weights the dataset's embeddings were made with; returns the saved backbone."""
+    seed, multilabel = settings.seed, settings.multilabel
     seed_everything(seed)
     train_frames, train_ids, y_train = _split(layout, dataset, "train", classes, multilabel)
     val_frames, val_ids, y_val = _split(layout, dataset, "val", classes, multilabel)
@@ -122,17 +119,7 @@ def finetune_inception(
                 probs.append(activate(m(x).float(), multilabel).mean(0).cpu().numpy())
         return y_val, np.stack(probs) if probs else np.zeros((0, len(classes)), np.float32)
 
-    result = fit(
-        model,
-        optimizer,
-        batches,
-        lambda m, xb: m(xb),
-        validate,
-        StopRule(max_epochs, patience),
-        scheduler=scheduler,
-        class_weights=class_weights(y_train, len(classes), device) if balanced else None,
-        multilabel=multilabel,
-    )
+    result = fit(model, optimizer, batches, validate, settings, y_train, len(classes), scheduler=scheduler)
     path = layout.model(dataset, "inception_finetuned")
     tmp = path.with_suffix(".tmp")
     torch.save(model.backbone.state_dict(), tmp)

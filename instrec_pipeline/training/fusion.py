@@ -8,7 +8,7 @@ dropped at random (``modality_dropout``) so the fused net learns to work with ei
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,18 +16,11 @@ from torch import nn
 
 from instrec_pipeline.models import LateFusionNet
 from instrec_pipeline.training.data import sample_frames
-from instrec_pipeline.training.loop import (
-    FitResult,
-    StopRule,
-    activate,
-    class_weights,
-    fit,
-    seed_everything,
-)
+from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 
 @dataclass(frozen=True)
-class FusionTrainConfig:
+class FusionTrainConfig(TrainSettings):
     """The paper's fusion: two FC 1024 on (k + 1, n); Adam (the paper names no optimiser for it)."""
 
     audio_model: str = "choi"  # which trained audio net provides the audio vector
@@ -36,16 +29,8 @@ class FusionTrainConfig:
     hidden: int = 1024
     lr: float = 1e-3
     batch_size: int = 32
-    max_epochs: int = 50
-    patience: int = 5
     modality_dropout: float = 0.2
     dropout: float = 0.0
-    balanced: bool = False
-    multilabel: bool = False
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass
@@ -138,13 +123,6 @@ def train_fusion(
         return val.labels, fusion_probs(m, val, n_classes, device, multilabel=cfg.multilabel)
 
     result = fit(
-        model,
-        optimizer,
-        batches,
-        lambda m, xb: m(*xb),
-        validate,
-        StopRule(cfg.max_epochs, cfg.patience),
-        class_weights=class_weights(train.labels, n_classes, device) if cfg.balanced else None,
-        multilabel=cfg.multilabel,
+        model, optimizer, batches, validate, cfg, train.labels, n_classes, forward=lambda m, xb: m(*xb)
     )
     return model, result

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,42 +59,55 @@ class FitResult:
 
 
 @dataclass(frozen=True)
-class StopRule:
-    max_epochs: int
-    patience: int
+class TrainSettings:
+    """What every trainer shares: when to stop, class balancing, the label setting and the seed."""
+
+    max_epochs: int = 50
+    patience: int = 5
+    balanced: bool = False  # weight the loss by inverse class frequency (YT-8M is 30:1)
+    multilabel: bool = False  # sigmoid + BCE: the dataset's setting, not a tuning knob
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
 
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_batches: Callable[[int], Iterable[Batch]],
-    forward: Callable[[nn.Module, Any], torch.Tensor],
     validate: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]],
-    stop: StopRule,
+    settings: TrainSettings,
+    train_labels: np.ndarray,
+    n_classes: int,
     *,
+    forward: Callable[[nn.Module, Any], torch.Tensor] = lambda m, x: m(x),
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    class_weights: torch.Tensor | None = None,
-    multilabel: bool = False,
 ) -> FitResult:
-    """Train until the val score (ties: lower val loss) has not improved for ``stop.patience`` epochs.
+    """Train until the val score (ties: lower val loss) has not improved for ``settings.patience`` epochs.
 
-    ``train_batches(epoch)`` yields ``(inputs, labels)``; ``forward(model, inputs)`` gives logits;
-    ``validate(model)`` returns video-level ``(y_true, probs)`` on the val split. Single-label: softmax
+    ``train_batches(epoch)`` yields ``(inputs, labels)``; ``forward(model, inputs)`` gives logits
+    (``model(inputs)`` by default);
+    ``validate(model)`` returns video-level ``(y_true, probs)`` on the val split; ``train_labels`` (one
+    row per training video) set the class weights when ``settings.balanced``. Single-label: softmax
     cross-entropy, Hit@1; multi-label (multi-hot labels): sigmoid BCE, macro PR-AUC. The best epoch's
     weights are loaded back into ``model`` at the end.
     """
     import time
 
     start = time.perf_counter()
+    multilabel = settings.multilabel
+    device = next(model.parameters()).device
+    weights = class_weights(train_labels, n_classes, device) if settings.balanced else None
     if multilabel:
-        loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=class_weights)
+        loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=weights)
     else:
-        loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+        loss_fn = nn.CrossEntropyLoss(weight=weights)
     metric = val_metric(multilabel)
     result = FitResult(history={"train_loss": [], "val_loss": [], metric: []})
     best: tuple[float, float] | None = None
     best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(stop.max_epochs):
+    for epoch in range(settings.max_epochs):
         model.train()
         losses = []
         for inputs, labels in train_batches(epoch):
@@ -117,7 +130,7 @@ def fit(
         if best is None or key > best:
             best, result.best_epoch = key, epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch - result.best_epoch >= stop.patience:
+        elif epoch - result.best_epoch >= settings.patience:
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -18,7 +18,7 @@ from instrec_pipeline.training.audio import AudioTrainConfig, audio_embeddings, 
 from instrec_pipeline.training.data import SplitData, load_split
 from instrec_pipeline.training.finetune import FINETUNED_EMBEDDINGS, embed_with, finetune_inception
 from instrec_pipeline.training.fusion import FusionInputs, FusionTrainConfig, build_fusion, train_fusion
-from instrec_pipeline.training.loop import FitResult, load_checkpoint, save_checkpoint
+from instrec_pipeline.training.loop import FitResult, TrainSettings, load_checkpoint, save_checkpoint
 from instrec_pipeline.training.video import (
     Standardizer,
     VideoTrainConfig,
@@ -69,10 +69,10 @@ def train_and_save_video(
     """The head on stored embeddings; with ``cfg.finetune``, on those of a freshly fine-tuned Inception."""
     embeddings, extra = "embeddings", {}
     if cfg.finetune:
+        settings = TrainSettings(cfg.finetune_epochs, cfg.patience, cfg.balanced, cfg.multilabel, cfg.seed)
         weights, tuned = finetune_inception(
-            layout, dataset, classes, k=cfg.finetune_k, lr=cfg.finetune_lr, max_epochs=cfg.finetune_epochs,
-            patience=cfg.patience, batch_size=cfg.batch_size, multilabel=cfg.multilabel,
-            balanced=cfg.balanced, seed=cfg.seed, device=device,
+            layout, dataset, classes, settings, k=cfg.finetune_k, lr=cfg.finetune_lr,
+            batch_size=cfg.batch_size, device=device,
         )  # fmt: skip
         embed_with(layout, dataset, weights, str(device))
         embeddings = FINETUNED_EMBEDDINGS

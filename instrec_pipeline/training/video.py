@@ -8,7 +8,7 @@ statistics (stored in the checkpoint), which also keeps randomly initialised Inc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,18 +16,11 @@ from torch import nn
 
 from instrec_pipeline.models import FrameClassifier
 from instrec_pipeline.training.data import SplitData, sample_frames
-from instrec_pipeline.training.loop import (
-    FitResult,
-    StopRule,
-    activate,
-    class_weights,
-    fit,
-    seed_everything,
-)
+from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 
 @dataclass(frozen=True)
-class VideoTrainConfig:
+class VideoTrainConfig(TrainSettings):
     """Defaults are the paper's: k = 20 frames, SGD lr 1e-4, momentum 0.9, halved every 5 epochs."""
 
     k: int = 20
@@ -37,19 +30,11 @@ class VideoTrainConfig:
     momentum: float = 0.9
     halve_every: int = 5
     batch_size: int = 64
-    max_epochs: int = 50
-    patience: int = 5
-    balanced: bool = False
-    multilabel: bool = False
-    seed: int = 0
     #: Fine-tune Inception v3's last blocks on the frames first (GPU advised), then train on its embeddings.
     finetune: bool = False
     finetune_lr: float = 1e-4  # the paper's SGD rate for its fine-tuned video nets
     finetune_epochs: int = 10
     finetune_k: int = 8  # frames per video per fine-tuning epoch
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass
@@ -139,15 +124,5 @@ def train_video(
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         return val.labels, video_probs(m, val, norm, n_classes, device, cfg.multilabel)
 
-    result = fit(
-        model,
-        optimizer,
-        batches,
-        lambda m, xb: m(xb),
-        validate,
-        StopRule(cfg.max_epochs, cfg.patience),
-        scheduler=scheduler,
-        class_weights=class_weights(y_all, n_classes, device) if cfg.balanced else None,
-        multilabel=cfg.multilabel,
-    )
+    result = fit(model, optimizer, batches, validate, cfg, y_all, n_classes, scheduler=scheduler)
     return model, norm, result
