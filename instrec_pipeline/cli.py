@@ -10,11 +10,11 @@ from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, MultiPartitionKey, materialize
 
+from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
 from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.models import AUDIO_MODELS
 from instrec_pipeline.resources import StoreResource
 
-EXTRACTION = ["manifest", "raw_videos", "demux", "log_mel", "frame_embeddings"]
 TRAINING = [*(f"audio_model_{m}" for m in AUDIO_MODELS), "video_model", "fusion_model", "evaluation_report"]
 
 
@@ -36,7 +36,7 @@ def materialize_dataset(
     instance = instance or _instance()
     for split in SPLITS:
         key = MultiPartitionKey({"dataset": dataset, "split": split})
-        _run(assets, resources, instance, EXTRACTION, key, f"{dataset}|{split}")
+        _run(assets, resources, instance, EXTRACTION_ASSETS, key, f"{dataset}|{split}")
     _run(assets, resources, instance, TRAINING, dataset, dataset)
 
 

@@ -14,18 +14,14 @@ from instrec_pipeline.layout import Layout
 def test_every_asset_materialised_for_every_partition(materialised: tuple[Layout, DagsterInstance]) -> None:
     from dagster import AssetKey
 
+    from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
+    from instrec_pipeline.cli import TRAINING
+
     _, instance = materialised
-    for name in ("manifest", "raw_videos", "demux", "log_mel", "frame_embeddings"):
+    for name in EXTRACTION_ASSETS:
         keys = instance.get_materialized_partitions(AssetKey(name))
         assert {f"tiny|{s}" for s in SPLITS} <= set(keys), name
-    for name in (
-        "audio_model_han",
-        "audio_model_choi",
-        "audio_model_xception",
-        "video_model",
-        "fusion_model",
-        "evaluation_report",
-    ):
+    for name in TRAINING:
         assert "tiny" in instance.get_materialized_partitions(AssetKey(name)), name
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
+from instrec_pipeline.cli import TRAINING
 from instrec_pipeline.layout import Layout
 from instrec_pipeline_tests.dagster_ui import backfill, graphql
 from instrec_pipeline_tests.dagster_ui import dagster_dev as run_dagster_dev
@@ -30,8 +32,6 @@ def dagster_dev(materialised: tuple[Layout, object], dagster_home: Path) -> Iter
 
 def test_partition_backfill_through_graphql(dagster_dev: str, materialised: tuple[Layout, object]) -> None:
     from dagster import AssetKey
-
-    from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
 
     _, instance = materialised
     partitions = ["tiny|train", "tiny|val", "tiny|test"]
@@ -90,19 +90,7 @@ def _wait_for(browser, text: str, timeout: float = 60) -> None:  # noqa: ANN001
     raise AssertionError(f"{text!r} never appeared on {browser.current_url}")
 
 
-ALL_ASSETS = (
-    "manifest",
-    "raw_videos",
-    "demux",
-    "log_mel",
-    "frame_embeddings",
-    "audio_model_han",
-    "audio_model_choi",
-    "audio_model_xception",
-    "video_model",
-    "fusion_model",
-    "evaluation_report",
-)
+ALL_ASSETS = (*EXTRACTION_ASSETS, *TRAINING)
 
 
 def look_at_the_ui(url: str, dataset: str, out: Path) -> list[Path]:

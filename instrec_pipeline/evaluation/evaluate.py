@@ -18,7 +18,7 @@ from instrec_pipeline.layout import Layout
 from instrec_pipeline.models import AUDIO_TITLES, LateFusionNet
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
 from instrec_pipeline.training.data import load_split
-from instrec_pipeline.training.fusion import fusion_probs, stack_batch
+from instrec_pipeline.training.fusion import FusionInputs, fusion_probs, stack_batch
 from instrec_pipeline.training.runs import Unimodal, history_arrays, load_audio, load_fusion
 from instrec_pipeline.training.video import video_probs
 
@@ -39,8 +39,10 @@ def evaluate_dataset(
     fusion, fusion_meta = load_fusion(layout, dataset, device)
     uni = Unimodal.load(layout, dataset, fusion_meta["audio_model"], device)
     results = _results(layout, dataset, "test", classes, audio_names, uni, (fusion, fusion_meta), device)
-    if uni.audio_cfg.multilabel:
-        val = _results(layout, dataset, "val", classes, audio_names, uni, (fusion, fusion_meta), device)
+    if uni.audio_cfg.multilabel:  # scores only: no embeddings for t-SNE from val
+        val = _results(
+            layout, dataset, "val", classes, audio_names, uni, (fusion, fusion_meta), device, False
+        )
         for r, v in zip(results, val, strict=True):
             r.thresholds = tune_thresholds(v.y_true, v.probs)
     return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset)
@@ -55,8 +57,10 @@ def _results(
     uni: Unimodal,
     fused: tuple[LateFusionNet, dict],
     device: torch.device,
+    features: bool = True,
 ) -> list[ModelResult]:
-    """One split's rows: each audio model, video, fusion, score averaging, fusion without each modality."""
+    """One split's rows: each audio model, video, fusion, score averaging, fusion without each modality;
+    with ``features``, also the learned embeddings the report's t-SNE plots."""
     n = len(classes)
     multilabel = uni.audio_cfg.multilabel
     fusion, fusion_meta = fused
@@ -76,7 +80,7 @@ def _results(
                 y,
                 probs,
                 history_arrays(meta),
-                _stack(audio_embeddings(model, own, cfg, device), y, data.video_ids),
+                _stack(audio_embeddings(model, own, cfg, device), y, data.video_ids) if features else None,
             )
         )
         if name == uni.audio_name:
@@ -91,12 +95,9 @@ def _results(
             y,
             p_video,
             history_arrays(uni.video_meta),
-            _stack(clip_frames, y, data.video_ids),
+            _stack(clip_frames, y, data.video_ids) if features else None,
         )
     )
-    v, a = stack_batch(inputs, np.arange(len(y)), fusion.k, fusion.video_dim, fusion.audio_dim, rng=None)
-    with torch.no_grad():
-        fused_emb = fusion.embed(torch.from_numpy(v).to(device), torch.from_numpy(a).to(device)).cpu().numpy()
 
     def fused_probs(**remove: bool) -> np.ndarray:
         return fusion_probs(fusion, inputs, n, device, multilabel=multilabel, **remove)
@@ -108,7 +109,7 @@ def _results(
             y,
             fused_probs(),
             history_arrays(fusion_meta),
-            fused_emb,
+            _fused_embeddings(fusion, inputs, device) if features else None,
         )
     )
     if audio_main is not None:
@@ -122,6 +123,14 @@ def _results(
         ModelResult("fusion_no_video", "Late fusion, video removed (zeros)", y, fused_probs(use_video=False))
     )
     return results
+
+
+@torch.no_grad()
+def _fused_embeddings(fusion: LateFusionNet, inputs: FusionInputs, device: torch.device) -> np.ndarray:
+    """The fusion's penultimate features per clip (k uniformly spaced frames), for t-SNE."""
+    idx = np.arange(len(inputs.video_ids))
+    v, a = stack_batch(inputs, idx, fusion.k, fusion.video_dim, fusion.audio_dim, rng=None)
+    return fusion.embed(torch.from_numpy(v).to(device), torch.from_numpy(a).to(device)).cpu().numpy()
 
 
 def _stack(per_video: dict[str, np.ndarray], y: np.ndarray, ids: list[str]) -> np.ndarray | None:

@@ -70,6 +70,11 @@ def _nanmean(x: np.ndarray) -> float:
     return float(np.mean(x[~np.isnan(x)])) if np.any(~np.isnan(x)) else float("nan")
 
 
+def pr_auc_macro(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean average precision over the classes with a positive (NaN when none has one)."""
+    return _nanmean(per_class_auc(y_true, probs)[1])
+
+
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Per class, the score threshold that maximises that class's F1 on this (val) split.
 
@@ -94,11 +99,11 @@ def decide(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 def multilabel_score(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> MultiLabelScores:
     y, p = _check(y_true, probs)
-    roc, ap = per_class_auc(y, p)
+    roc, _ = per_class_auc(y, p)
     pred = decide(p, thresholds)
     return MultiLabelScores(
         roc_auc_macro=_nanmean(roc),
-        pr_auc_macro=_nanmean(ap),
+        pr_auc_macro=pr_auc_macro(y, p),
         f1_micro=float(f1_score(y, pred, average="micro", zero_division=0)),
         f1_macro=float(f1_score(y, pred, average="macro", zero_division=0)),
         n=len(y),

@@ -38,6 +38,14 @@ class SplitData:
         return self.labels[[pos[v] for v in ids]]
 
 
+def manifest_labels(
+    layout: Layout, dataset: str, split: str, classes: list[str], multilabel: bool
+) -> tuple[list[str], np.ndarray]:
+    """The partition's video ids (manifest order) and their encoded labels."""
+    table = read_csv(layout.table(dataset, split, "manifest"))
+    return list(table["video_id"]), encode(list(table["label"]), classes, multilabel)
+
+
 def load_split(
     layout: Layout,
     dataset: str,
@@ -51,8 +59,7 @@ def load_split(
 
     ``embeddings`` names the frame-embedding modality (a fine-tuned Inception writes its own).
     """
-    table = read_csv(layout.table(dataset, split, "manifest"))
-    data = SplitData(list(table["video_id"]), encode(list(table["label"]), classes, multilabel))
+    data = SplitData(*manifest_labels(layout, dataset, split, classes, multilabel))
     store: FeatureStore = layout.features
     wanted = set(data.video_ids)
     if mel is not None:

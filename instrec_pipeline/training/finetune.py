@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from instrec_pipeline.datasets.labels import encode
 from instrec_pipeline.features.partition import embedding_partition, inception_weights_of
 from instrec_pipeline.features.store import RaggedArray
-from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception, normaliser
-from instrec_pipeline.layout import Layout, read_csv
-from instrec_pipeline.training.data import sample_frames
+from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, Normalise, load_inception
+from instrec_pipeline.layout import Layout
+from instrec_pipeline.training.data import manifest_labels, sample_frames
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 #: Store modality of the embeddings made by a fine-tuned backbone (the plain ones stay as they are).
@@ -38,9 +37,7 @@ class InceptionClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(EMBEDDING_DIM, n_classes)
-        mean, std = normaliser(torch.device("cpu"))
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self.normalise = Normalise()
         for name, p in backbone.named_parameters():
             p.requires_grad = name.startswith(TRAINABLE)
 
@@ -52,9 +49,7 @@ class InceptionClassifier(nn.Module):
         return self
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2).float()
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self.normalise(frames)))
 
 
 def _split(
@@ -62,10 +57,9 @@ def _split(
 ) -> tuple[RaggedArray, list[str], np.ndarray]:
     """The split's stored frames and its labels, for the videos that have frames."""
     frames = RaggedArray.read(layout.features.group(dataset, split, "r"), "frames")
-    table = read_csv(layout.table(dataset, split, "manifest"))
-    have = set(frames.video_ids)
-    table = table[table["video_id"].isin(have)]
-    return frames, list(table["video_id"]), encode(list(table["label"]), classes, multilabel)
+    ids, labels = manifest_labels(layout, dataset, split, classes, multilabel)
+    keep = [i for i, v in enumerate(ids) if v in frames]
+    return frames, [ids[i] for i in keep], labels[keep]
 
 
 def finetune_inception(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from instrec_pipeline.evaluation.metrics import hit_at_k
-from instrec_pipeline.evaluation.multilabel import per_class_auc
+from instrec_pipeline.evaluation.multilabel import pr_auc_macro
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -45,8 +45,7 @@ def _validation(y: np.ndarray, p: np.ndarray, multilabel: bool) -> tuple[float, 
     q = np.clip(p, 1e-7, 1 - 1e-7)
     if multilabel:
         loss = float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
-        ap = per_class_auc(y, p)[1]
-        return loss, float(np.nanmean(ap)) if np.any(~np.isnan(ap)) else 0.0
+        return loss, float(np.nan_to_num(pr_auc_macro(y, p)))
     return float(-np.log(q[np.arange(len(y)), y]).mean()), hit_at_k(y, p, 1)
 
 
