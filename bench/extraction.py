@@ -30,11 +30,10 @@ import pandas as pd
 import torch
 
 from instrec_pipeline.features.logmel import CHOI, MEL_INPUTS, log_mel
-from instrec_pipeline.features.partition import embedding_partition, logmel_partition
-from instrec_pipeline.features.store import FeatureStore
+from instrec_pipeline.features.partition import demux_partition, embedding_partition, logmel_partition
 from instrec_pipeline.features.visual import FrameEmbedder
 from instrec_pipeline.media.demux import DemuxParams, _Job
-from instrec_pipeline.media.partition import demux_partition
+from instrec_pipeline.store import FeatureStore
 
 PARAMS = DemuxParams(sample_rates=(12000, 22050))
 WORKERS = 2
@@ -160,10 +159,10 @@ from pathlib import Path
 import pandas as pd
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
-from instrec_pipeline.features.store import FeatureStore
+from instrec_pipeline.store import FeatureStore
 from instrec_pipeline.features.visual import FrameEmbedder
 from instrec_pipeline.media.demux import DemuxParams
-from instrec_pipeline.media.partition import demux_partition
+from instrec_pipeline.features.partition import demux_partition
 path, root = Path(sys.argv[1]), Path(tempfile.mkdtemp())
 group = FeatureStore(root).group("rss", "train")
 raw = pd.DataFrame({"video_id": ["v"], "raw_path": [str(path)], "error": [""]})

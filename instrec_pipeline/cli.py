@@ -57,7 +57,7 @@ def _run(
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from instrec_pipeline.layout import default_root
+    from instrec_pipeline.store.layout import default_root
 
     root = Path(args.root).resolve() if args.root else default_root()
     start = time.perf_counter()
@@ -70,8 +70,8 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from instrec_pipeline.layout import Layout, default_root
     from instrec_pipeline.predict import format_prediction, predict_video
+    from instrec_pipeline.store.layout import Layout, default_root
 
     layout = Layout(Path(args.root).resolve() if args.root else default_root())
     for video in args.videos:

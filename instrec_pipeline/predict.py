@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 
 from instrec_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
-from instrec_pipeline.features.logmel import MelParams, log_mel
+from instrec_pipeline.features.logmel import MEL_INPUTS, MelParams, log_mel
 from instrec_pipeline.features.partition import inception_weights_of
 from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
-from instrec_pipeline.layout import Layout
 from instrec_pipeline.media.demux import DemuxParams, demux
 from instrec_pipeline.models import AUDIO_MODELS
+from instrec_pipeline.store import FRAMES, audio_modality_name
+from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.audio import audio_probs
 from instrec_pipeline.training.data import SplitData
 from instrec_pipeline.training.fusion import FusionInputs, fusion_probs
@@ -52,10 +53,11 @@ def _embedder_for(
 ) -> tuple[FrameEmbedder, DemuxParams]:
     """The Inception v3 (and frame sampling) behind the embeddings the video model was trained on."""
     store = layout.features
-    frames = store.modality(dataset, "train", "frames").params
+    frames = store.modality(dataset, "train", FRAMES).params
     weights = inception_weights_of(store.modality(dataset, "train", embeddings).params)
-    audio_rates = tuple(int(m.removeprefix("audio_")) for m in store.group(dataset, "train", "r") if
-                        m.startswith("audio_"))  # fmt: skip
+    group = store.group(dataset, "train", "r")
+    rates = sorted({m.sample_rate for m in MEL_INPUTS.values()})
+    audio_rates = tuple(r for r in rates if audio_modality_name(r) in group)
     params = DemuxParams(
         fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates
     )

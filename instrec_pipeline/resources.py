@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from instrec_pipeline.layout import Layout, default_root
 from instrec_pipeline.media.demux import DemuxParams
+from instrec_pipeline.store import FrameCodec
+from instrec_pipeline.store.layout import Layout, default_root
 
 
 class StoreResource(ConfigurableResource):
@@ -50,7 +52,14 @@ class ExtractionResource(ConfigurableResource):
     inception_weights: str = Field(
         default="auto", description="auto | imagenet | random | path to a state-dict file"
     )
+    frames: Literal["jpeg", "raw"] = Field(
+        default="jpeg", description="How frames are kept: jpeg (~15 KB each) or raw RGB (150 KB at 224²)"
+    )
+    jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality of kept frames")
     seed: int = Field(default=0, description="Seed for splits and random initialisation")
+
+    def frame_codec(self) -> FrameCodec:
+        return FrameCodec(self.frames, self.jpeg_quality)
 
     def demux_params(self, sample_rates: tuple[int, ...]) -> DemuxParams:
         return DemuxParams(fps=self.fps, resize=self.resize, crop=self.crop, sample_rates=sample_rates)

@@ -78,7 +78,7 @@ def materialised(tiny_dataset: Path, dagster_home: Path, tmp_path_factory: pytes
     from dagster import DagsterInstance
 
     from instrec_pipeline.cli import materialize_dataset
-    from instrec_pipeline.layout import Layout
+    from instrec_pipeline.store.layout import Layout
 
     root = tmp_path_factory.mktemp("store")
     instance = DagsterInstance.from_config(str(dagster_home))

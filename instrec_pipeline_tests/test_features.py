@@ -12,9 +12,9 @@ import torch
 
 from instrec_pipeline.features.logmel import CHOI, HAN, log_mel
 from instrec_pipeline.features.partition import embedding_params, embedding_partition
-from instrec_pipeline.features.store import FeatureStore, RaggedArray
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception
 from instrec_pipeline.media.demux import DemuxParams, demux
+from instrec_pipeline.store import FeatureStore, RaggedArray
 
 #: The largest difference to librosa we accept, in dB (measured: ~2e-4 dB, float32 rounding).
 LIBROSA_TOLERANCE_DB = 0.01
@@ -58,13 +58,14 @@ def test_embeddings_are_2048_d_batched_across_videos_and_resumable(
         for v, n in [("a", 1), ("b", 6), ("empty", 0), ("c", 2), ("d", 3)]
     }
     group = FeatureStore(tmp_path).group("d", "train")
-    frames = RaggedArray.open(group, "frames", (96, 96, 3), "uint8", {})
-    frames.append(list(videos.items()))
+    with RaggedArray.open(group, "frames", (96, 96, 3), "uint8", {}) as frames:
+        frames.append(list(videos.items()))
     # "b" was done by an earlier run: it is kept, never recomputed or duplicated.
     done = embedder.embed(videos["b"])
-    RaggedArray.open(
+    with RaggedArray.open(
         group, "embeddings", (EMBEDDING_DIM,), "float32", embedding_params(embedder.weights, frames)
-    ).append([("b", done)])
+    ) as done_before:
+        done_before.append([("b", done)])
     target, summary = embedding_partition(group, embedder)
     assert (summary.processed, summary.skipped) == (4, 1)
     assert target.video_ids == ["b", "a", "empty", "c", "d"]

@@ -18,7 +18,7 @@ from instrec_pipeline.evaluation.multilabel import (
     multilabel_score,
     tune_thresholds,
 )
-from instrec_pipeline.layout import Layout
+from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.data import SplitData
 from instrec_pipeline.training.video import VideoTrainConfig, train_video, video_probs
 

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import DagsterInstance
 
 from instrec_pipeline.datasets.manifest import SPLITS
-from instrec_pipeline.layout import Layout
+from instrec_pipeline.store.layout import Layout
 
 
 def test_every_asset_materialised_for_every_partition(materialised: tuple[Layout, DagsterInstance]) -> None:

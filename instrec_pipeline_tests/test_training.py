@@ -90,7 +90,7 @@ def test_standardiser_keeps_dimensions_constant_in_train_bounded() -> None:
     rng = np.random.default_rng(0)
     train = rng.normal(size=(50, 8)).astype(np.float32)
     train[:, 3] = 0.0  # constant on train
-    norm = Standardizer.fit({"v": train})
+    norm = Standardizer.fit([train[:20], train[20:]])  # in blocks, as streamed
     test = rng.normal(size=(5, 8)).astype(np.float32)
     test[:, 3] = 0.5  # the unit fires on a test frame
     z = norm(test)

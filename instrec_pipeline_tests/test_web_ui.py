@@ -15,7 +15,7 @@ import pytest
 
 from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
 from instrec_pipeline.cli import TRAINING
-from instrec_pipeline.layout import Layout
+from instrec_pipeline.store.layout import Layout
 from instrec_pipeline_tests.dagster_ui import backfill, graphql
 from instrec_pipeline_tests.dagster_ui import dagster_dev as run_dagster_dev
 

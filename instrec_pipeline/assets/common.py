@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableReco
 
 from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.partitions import split_key
+from instrec_pipeline.progress import Progress
 
 MAX_TABLE_ROWS = 200
 #: What makes an asset a GPU stage: the ``gpu`` pool (one at a time per instance's limit) and, under the
@@ -17,6 +18,16 @@ GPU_STAGE: dict[str, object] = {"pool": "gpu", "op_tags": GPU_STEP_TAGS}
 
 def partition(context: AssetExecutionContext) -> tuple[str, str]:
     return split_key(context.partition_key)
+
+
+def progress(context: AssetExecutionContext, stage: str) -> Progress:
+    """Progress of a partition's stage in the run's logs (done/total, videos/s, ETA)."""
+    return Progress(f"{stage} {context.partition_key}", 0, context.log.info)
+
+
+def rate_metadata(p: Progress, rows: int) -> dict[str, object]:
+    """Numeric figures the UI plots over materialisations, and the stage's row count."""
+    return {**p.metadata(), "dagster/row_count": rows}
 
 
 def failures_table(failures: Mapping[str, str]) -> MetadataValue:

@@ -2,14 +2,14 @@
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import GPU_STAGE, partition
+from instrec_pipeline.assets.common import GPU_STAGE, partition, progress, rate_metadata
 from instrec_pipeline.assets.videos import demux
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
-from instrec_pipeline.features.store import params_digest
 from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
 from instrec_pipeline.partitions import dataset_split_partitions
 from instrec_pipeline.resources import ComputeResource, ExtractionResource, StoreResource
+from instrec_pipeline.store import params_digest
 
 GROUP = "features"
 
@@ -31,7 +31,11 @@ def log_mel(
     metadata: dict[str, object] = {"device": device}
     versions = []
     for mel in MEL_INPUTS.values():
-        target, summary = logmel_partition(group, mel, device)
+        p = progress(context, f"log_mel {mel.name}")
+        target, summary = logmel_partition(group, mel, device, p)
+        p.finish()
+        metadata.update({f"{mel.name}_{k}": v for k, v in p.metadata().items()})
+        metadata["dagster/row_count"] = len(target)
         metadata[f"{mel.name}_processed"] = summary.processed
         metadata[f"{mel.name}_skipped"] = summary.skipped
         metadata[f"{mel.name}_frames"] = target.n_rows
@@ -59,9 +63,13 @@ def frame_embeddings(
     embedder = FrameEmbedder(extraction.inception_weights, compute.device, compute.batch_size)
     if embedder.weights.kind == "random":
         context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
-    target, summary = embedding_partition(group, embedder)
+    p = progress(context, "frame_embeddings")
+    target, summary = embedding_partition(group, embedder, progress=p)
+    p.finish()
     return MaterializeResult(
         metadata={
+            **rate_metadata(p, len(target)),
+            "frames_per_s": round(target.n_rows / max(p.elapsed_s, 1e-9), 2) if summary.processed else 0.0,
             "processed": summary.processed,
             "skipped": summary.skipped,
             "frames": target.n_rows,

@@ -4,16 +4,17 @@ import hashlib
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import failures_table, partition
+from instrec_pipeline.assets.common import failures_table, partition, progress, rate_metadata
 from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.datasets.registry import datasets, load_manifest
 from instrec_pipeline.features.logmel import MEL_INPUTS
-from instrec_pipeline.features.store import RaggedArray
-from instrec_pipeline.layout import read_csv, write_csv_atomic
-from instrec_pipeline.media.partition import demux_partition, fetch_partition
+from instrec_pipeline.features.partition import demux_partition
+from instrec_pipeline.media.partition import fetch_partition
 from instrec_pipeline.parallel import executor
 from instrec_pipeline.partitions import dataset_split_partitions
 from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
+from instrec_pipeline.store import Frames
+from instrec_pipeline.store.layout import read_csv, write_csv_atomic
 
 GROUP = "videos"
 SAMPLE_RATES = tuple(sorted({m.sample_rate for m in MEL_INPUTS.values()}))
@@ -54,10 +55,13 @@ def raw_videos(
     layout = store.layout
     table = read_csv(layout.table(dataset, split, "manifest"))
     media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
+    p = progress(context, "raw_videos")
+    p.total = len(table)
     with executor(compute.workers, compute.dask_scheduler) as pool:
         out, summary = fetch_partition(
-            table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s
+            table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s, progress=p
         )
+    p.finish()
     path = layout.table(dataset, split, "raw_videos")
     write_csv_atomic(out, path)
     digest = hashlib.sha256(out[["video_id", "raw_path"]].to_csv(index=False).encode()).hexdigest()[:16]
@@ -66,6 +70,7 @@ def raw_videos(
             "videos": len(out),
             "fetched": summary.processed,
             "failed": len(summary.failed),
+            **rate_metadata(p, len(out)),
             "failures": failures_table(summary.failed),
             "path": MetadataValue.path(str(path)),
         },
@@ -86,10 +91,12 @@ def demux(
     raw = read_csv(layout.table(dataset, split, "raw_videos"))
     params = extraction.demux_params(SAMPLE_RATES)
     group = layout.features.group(dataset, split)
+    p = progress(context, "demux")
     with executor(compute.workers, compute.dask_scheduler) as pool:
-        summary = demux_partition(raw, group, params, pool, layout.spool)
+        summary = demux_partition(raw, group, params, pool, layout.spool, extraction.frame_codec(), p)
+    p.finish()
     layout.features.record_failures(dataset, split, "demux", summary.failed)
-    frames = RaggedArray.read(group, "frames")
+    frames = Frames.read(group).array
     return MaterializeResult(
         metadata={
             "videos": len(frames),
@@ -97,6 +104,7 @@ def demux(
             "skipped": summary.skipped,
             "failed": len(summary.failed),
             "failures": failures_table(summary.failed),
+            **rate_metadata(p, len(frames)),
             "frames": frames.n_rows,
             "params": MetadataValue.json(frames.params),
             "zarr": MetadataValue.path(str(layout.features.group_path(dataset, split))),

@@ -9,12 +9,11 @@ from instrec_pipeline.assets.videos import SAMPLE_RATES, demux, manifest
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.features import quality
 from instrec_pipeline.features.logmel import MEL_INPUTS
-from instrec_pipeline.features.partition import logmel_modality_name
-from instrec_pipeline.features.store import RaggedArray
 from instrec_pipeline.features.visual import EMBEDDING_DIM
-from instrec_pipeline.layout import read_csv
 from instrec_pipeline.partitions import dataset_split_partitions, split_key
 from instrec_pipeline.resources import StoreResource
+from instrec_pipeline.store import EMBEDDINGS, FRAMES, RaggedArray, logmel_modality_name
+from instrec_pipeline.store.layout import read_csv
 
 #: Largest share of a partition's videos that may fail before the graph stops (``$INSTREC_MAX_FAILED_RATIO``).
 MAX_FAILED_RATIO = float(os.environ.get("INSTREC_MAX_FAILED_RATIO", "0.2"))
@@ -52,7 +51,7 @@ def frames_and_audio_agree(context: AssetCheckExecutionContext, store: StoreReso
     """Each video's frames (at its fps) and audio span the same duration."""
     dataset, split = split_key(context.partition_key)
     group = store.layout.features.group(dataset, split, mode="r")
-    fps = RaggedArray.read(group, "frames").params["fps"]
+    fps = RaggedArray.read(group, FRAMES).params["fps"]
     return _result(quality.durations_agree(group, fps, SAMPLE_RATES[0]))
 
 
@@ -61,7 +60,9 @@ def log_mel_shapes_and_values(context: AssetCheckExecutionContext, store: StoreR
     """Each log-mel input: (frames, n_mels) float32, no NaN/Inf."""
     dataset, split = split_key(context.partition_key)
     group = store.layout.features.group(dataset, split, mode="r")
-    findings = [quality.rows_valid(group, logmel_modality_name(m), m.n_mels) for m in MEL_INPUTS.values()]
+    findings = [
+        quality.rows_valid(group, logmel_modality_name(m.name), m.n_mels) for m in MEL_INPUTS.values()
+    ]
     bad = [f for f in findings if not f.passed]
     figures = {f"{m}_{k}": v for m, f in zip(MEL_INPUTS, findings, strict=True) for k, v in f.figures.items()}
     return AssetCheckResult(passed=not bad, description="; ".join(f.reason for f in bad or findings),
@@ -75,8 +76,8 @@ def embeddings_shapes_and_values(
     """2048-d float32, finite, exactly one embedding per stored frame."""
     dataset, split = split_key(context.partition_key)
     group = store.layout.features.group(dataset, split, mode="r")
-    frames = RaggedArray.read(group, "frames").lengths()
-    return _result(quality.rows_valid(group, "embeddings", EMBEDDING_DIM, frames))
+    frames = RaggedArray.read(group, FRAMES).lengths()
+    return _result(quality.rows_valid(group, EMBEDDINGS, EMBEDDING_DIM, frames))
 
 
 checks = [

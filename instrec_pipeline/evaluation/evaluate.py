@@ -14,8 +14,8 @@ import torch
 
 from instrec_pipeline.evaluation.multilabel import tune_thresholds
 from instrec_pipeline.evaluation.report import ModelResult, Report, build_report
-from instrec_pipeline.layout import Layout
 from instrec_pipeline.models import AUDIO_TITLES, LateFusionNet
+from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
 from instrec_pipeline.training.data import load_split
 from instrec_pipeline.training.fusion import FusionInputs, fusion_probs, stack_batch

@@ -1,68 +1,144 @@
-"""Compute a feature for every stored video of a partition that lacks it, committing in batches."""
+"""Fill one partition's store: demux every fetched video, then derive log-mels and embeddings from it.
+
+Each stage skips what the store already holds and commits in batches (see :mod:`instrec_pipeline.store`),
+so a crash loses at most the videos since the last commit and a re-run skips every committed one.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import zarr
 
 from instrec_pipeline.features.logmel import MelParams, log_mel
-from instrec_pipeline.features.store import RaggedArray
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, LoadedWeights
-from instrec_pipeline.media.partition import StageSummary, audio_modality_name
+from instrec_pipeline.media.demux import DemuxParams, Spooled, demux_to_spool
+from instrec_pipeline.media.errors import MediaError
+from instrec_pipeline.media.partition import StageSummary
+from instrec_pipeline.parallel import map_unordered
+from instrec_pipeline.progress import Progress
+from instrec_pipeline.store import (
+    EMBEDDINGS,
+    FrameCodec,
+    Frames,
+    RaggedArray,
+    audio_modality_name,
+    logmel_modality_name,
+    open_audio,
+)
 
-COMMIT_VIDEOS = 64
+
+def _tick(progress: Progress | None) -> None:
+    if progress is not None:
+        progress.step()
+
+
+def demux_partition(
+    raw: pd.DataFrame,
+    group: zarr.Group,
+    params: DemuxParams,
+    pool: Executor,
+    spool_root: Path,
+    codec: FrameCodec | None = None,
+    progress: Progress | None = None,
+) -> StageSummary:
+    """Demux every fetched video not yet in the store: frames at ``params.fps`` and mono audio per rate.
+
+    Workers run ffmpeg and park each result on local disk (:func:`demux_to_spool`); this thread, the
+    store's only writer, copies it in bounded chunks. Memory stays at a few chunks per worker whatever the
+    videos' lengths. A video without audio stores zero audio samples (a missing modality downstream), an
+    audio-only file zero frames; one that ffmpeg cannot read is recorded with its reason and retried on
+    the next run. ``codec``: how frames are kept (default JPEG, see :class:`FrameCodec`).
+    """
+    frames = Frames.open(group, params.fps, params.resize, params.crop, codec or FrameCodec())
+    audio = {sr: open_audio(group, sr) for sr in params.sample_rates}
+    summary = StageSummary()
+    todo = []
+    for vid, path, error in zip(raw["video_id"], raw["raw_path"], raw["error"], strict=True):
+        if error:
+            summary.failed[vid] = f"not fetched: {error}"
+        elif vid in frames.array and all(vid in a for a in audio.values()):
+            summary.skipped += 1
+        else:
+            todo.append((vid, path))
+    if progress is not None:
+        progress.total = len(todo)
+    spool_root.mkdir(parents=True, exist_ok=True)
+
+    def one(item: tuple[str, str]) -> tuple[Spooled | str, Path]:
+        spool = Path(tempfile.mkdtemp(prefix="demux-", dir=spool_root))
+        try:
+            return demux_to_spool(Path(item[1]), params, spool), spool
+        except MediaError as exc:
+            return exc.reason, spool
+        except Exception as exc:  # keep the partition going; the reason is reported per video
+            return f"{type(exc).__name__}: {exc}", spool
+
+    try:
+        for (vid, _), (result, spool) in map_unordered(pool, one, todo):
+            try:
+                if isinstance(result, str):
+                    summary.failed[vid] = result
+                    continue
+                for sr, modality in audio.items():
+                    modality.append_stream(vid, result.audio_chunks(sr))
+                frames.append_stream(vid, result.frame_chunks())
+                summary.processed += 1
+            finally:
+                shutil.rmtree(spool, ignore_errors=True)
+                _tick(progress)
+    finally:
+        # Audio first, frames last: ``frames`` is the index the skip test reads first.
+        for modality in (*audio.values(), frames.array):
+            modality.commit()
+    return summary
 
 
 def _derive(
     source: RaggedArray,
     target: RaggedArray,
     compute: Callable[[Iterator[tuple[str, np.ndarray]]], Iterator[tuple[str, np.ndarray]]],
+    progress: Progress | None,
 ) -> StageSummary:
     """Run ``compute`` over the source videos missing from ``target`` and append its results."""
     summary = StageSummary(skipped=sum(v in target for v in source.video_ids))
     todo = [v for v in source.video_ids if v not in target]
-
-    def inputs() -> Iterator[tuple[str, np.ndarray]]:
-        for vid in todo:
-            yield vid, source.get(vid)
-
-    batch: list[tuple[str, np.ndarray]] = []
-    for vid, rows in compute(inputs()):
-        batch.append((vid, rows))
-        summary.processed += 1
-        if len(batch) >= COMMIT_VIDEOS:
-            target.append(batch)
-            batch = []
-    target.append(batch)
+    if progress is not None:
+        progress.total = len(todo)
+    with target:
+        for vid, rows in compute(source.iter_videos(todo)):
+            target.append_stream(vid, [rows])
+            summary.processed += 1
+            _tick(progress)
     return summary
 
 
-def logmel_modality_name(mel: MelParams) -> str:
-    return f"logmel_{mel.name}"
-
-
-def logmel_partition(group: zarr.Group, mel: MelParams, device: str) -> tuple[RaggedArray, StageSummary]:
+def logmel_partition(
+    group: zarr.Group, mel: MelParams, device: str, progress: Progress | None = None
+) -> tuple[RaggedArray, StageSummary]:
     """Log-mel of every video's audio at ``mel.sample_rate`` (empty audio → zero frames, kept as missing)."""
     source = RaggedArray.read(group, audio_modality_name(mel.sample_rate))
     params = {**mel.as_dict(), "source": source.params_digest, "library": "torchaudio (librosa-compatible)"}
-    target = RaggedArray.open(group, logmel_modality_name(mel), (mel.n_mels,), "float32", params)
+    target = RaggedArray.open(group, logmel_modality_name(mel.name), (mel.n_mels,), "float32", params)
 
     def compute(videos: Iterator[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
         for vid, audio in videos:
             yield vid, log_mel(audio, mel, device)
 
-    return target, _derive(source, target, compute)
+    return target, _derive(source, target, compute, progress)
 
 
 def _row_pieces(source: RaggedArray, video_ids: list[str], rows: int) -> list[tuple[str, int, int, bool]]:
     """``(video, start, stop, last)`` spans of at most ``rows`` rows covering the given videos in order."""
-    bounds = source.row_ranges()
     pieces = []
     for vid in video_ids:
-        a, b = bounds[vid]
+        a, b = source.span(vid)
         for s in range(a, max(b, a + 1), rows):
             pieces.append((vid, s, min(s + rows, b), min(s + rows, b) >= b))
     return pieces
@@ -99,44 +175,42 @@ def inception_weights_of(params: dict[str, str]) -> str:
 
 
 def embedding_partition(
-    group: zarr.Group, embedder: FrameEmbedder, name: str = "embeddings"
+    group: zarr.Group, embedder: FrameEmbedder, name: str = EMBEDDINGS, progress: Progress | None = None
 ) -> tuple[RaggedArray, StageSummary]:
     """Inception v3 embeddings of every stored frame, in batches that span videos, into modality ``name``.
 
     Embeddings map 1:1 onto frames, so the frames are read as contiguous row blocks of one batch each
-    (a long video never sits in memory whole, short ones share a batch); a reader thread decompresses the
-    next block while the model runs on this one.
+    (a long video never sits in memory whole, short ones share a batch); a reader thread reads and decodes
+    the next block while the model runs on this one.
     """
-    source = RaggedArray.read(group, "frames")
+    frames = Frames.read(group)
+    source = frames.array
     params = embedding_params(embedder.weights, source)
     target = RaggedArray.open(group, name, (EMBEDDING_DIM,), "float32", params)
     summary = StageSummary(skipped=sum(v in target for v in source.video_ids))
     todo = [v for v in source.video_ids if v not in target]
+    if progress is not None:
+        progress.total = len(todo)
     blocks = _blocks(_row_pieces(source, todo, embedder.batch_size), embedder.batch_size)
-    data = source.group["data"]
 
     def read(block: list[tuple[str, int, int, bool]]) -> np.ndarray:
-        return np.concatenate([data[a:b] for _, a, b, _ in block])
+        spans = [frames.rows(a, b) for _, a, b, _ in block if b > a]
+        return np.concatenate(spans) if spans else np.zeros((0, 0, 0, 3), np.uint8)
 
     parts: list[np.ndarray] = []
-    done: list[tuple[str, np.ndarray]] = []
-    with ThreadPoolExecutor(max_workers=1) as reader:
+    with ThreadPoolExecutor(max_workers=1) as reader, target:
         pending = reader.submit(read, blocks[0]) if blocks else None
         for i, block in enumerate(blocks):
-            frames = pending.result()
+            batch = pending.result()
             pending = reader.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
-            emb = embedder.embed(frames)
+            emb = embedder.embed(batch)
             pos = 0
             for vid, a, b, last in block:
                 parts.append(emb[pos : pos + b - a])
                 pos += b - a
                 if last:
-                    done.append((vid, np.concatenate(parts)))
+                    target.append_stream(vid, parts)
                     parts = []
-            if len(done) >= COMMIT_VIDEOS:
-                target.append(done)
-                summary.processed += len(done)
-                done = []
-    target.append(done)
-    summary.processed += len(done)
+                    summary.processed += 1
+                    _tick(progress)
     return target, summary

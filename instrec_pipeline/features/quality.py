@@ -12,7 +12,7 @@ import pandas as pd
 import zarr
 
 from instrec_pipeline.datasets.labels import class_counts
-from instrec_pipeline.features.store import RaggedArray
+from instrec_pipeline.store import FRAMES, RaggedArray, audio_modality_name
 
 #: Frames (at 1 fps) and audio of a video may differ by up to this many seconds (rounding, encoder delay).
 DURATION_TOLERANCE_S = 1.5
@@ -29,7 +29,7 @@ def demux_coverage(
     manifest: pd.DataFrame, group: zarr.Group, failures: dict[str, str], max_failed_ratio: float
 ) -> Finding:
     """Every manifest video is stored or reported failed, and failures stay under ``max_failed_ratio``."""
-    stored = set(RaggedArray.read(group, "frames").video_ids) if "frames" in group else set()
+    stored = set(RaggedArray.read(group, FRAMES).video_ids) if FRAMES in group else set()
     wanted = set(manifest["video_id"])
     unaccounted = sorted(wanted - stored - set(failures))
     ratio = len(wanted & set(failures)) / max(1, len(wanted))
@@ -46,8 +46,8 @@ def demux_coverage(
 
 def durations_agree(group: zarr.Group, fps: float, sample_rate: int) -> Finding:
     """Frames and audio of each video span the same time (within ``DURATION_TOLERANCE_S``)."""
-    frames = RaggedArray.read(group, "frames").lengths()
-    audio = RaggedArray.read(group, f"audio_{sample_rate}").lengths()
+    frames = RaggedArray.read(group, FRAMES).lengths()
+    audio = RaggedArray.read(group, audio_modality_name(sample_rate)).lengths()
     both = [v for v in frames if frames[v] and audio.get(v)]
     gaps = {v: abs(frames[v] / fps - audio[v] / sample_rate) for v in both}
     bad = sorted(v for v, g in gaps.items() if g > DURATION_TOLERANCE_S)
@@ -76,7 +76,7 @@ def rows_valid(
         return Finding(
             False, f"{name}: rows {data.shape[1:]} {data.dtype}, expected ({width},) float32", figures
         )
-    bad = [v for v, rows in arr.iter_all() if not np.isfinite(rows).all()]
+    bad = [v for v, rows in arr.iter_videos() if not np.isfinite(rows).all()]  # block by block
     figures["non_finite_videos"] = len(bad)
     if bad:
         return Finding(False, f"{name}: NaN or Inf in {len(bad)} video(s): {bad[:5]}", figures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -11,7 +12,14 @@ from torch import nn
 
 from instrec_pipeline.features.logmel import CHOI, HAN, MelParams
 from instrec_pipeline.models import AUDIO_INPUTS, AUDIO_MODELS
-from instrec_pipeline.training.data import SplitData, central_crop, uniform_crops
+from instrec_pipeline.training.data import (
+    BlockStream,
+    SplitData,
+    central_crop,
+    iter_rows,
+    nbytes,
+    uniform_crops,
+)
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 #: Which stored log-mel each model reads (Xception takes Choi's input, as in the paper).
@@ -44,18 +52,11 @@ class AudioTrainConfig(TrainSettings):
         return spec.frames_for(spec.duration_s / self.n_segments)
 
 
-def segments(data: SplitData, cfg: AudioTrainConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """All crops of the videos that have audio: ``(N, 1, n_mels, frames)``, owner index, owner ids."""
-    ids = [v for v in data.video_ids if v in data.audio]
-    crops = [
-        uniform_crops(data.audio[v], cfg.n_segments, cfg.frames) if cfg.strategy == "UC"
-        else central_crop(data.audio[v], cfg.frames)
-        for v in ids
-    ]  # fmt: skip
-    if not crops:
-        return np.zeros((0, 1, cfg.mel.n_mels, cfg.frames), np.float32), np.zeros(0, np.int64), []
-    owners = np.concatenate([np.full(len(c), i) for i, c in enumerate(crops)])
-    return np.concatenate(crops)[:, None].astype(np.float32), owners, ids
+def crops_of(logmel: np.ndarray, cfg: AudioTrainConfig) -> np.ndarray:
+    """One video's crops, ``(n, n_mels, frames)``: UC segments or the central crop."""
+    if cfg.strategy == "UC":
+        return uniform_crops(logmel, cfg.n_segments, cfg.frames)
+    return central_crop(logmel, cfg.frames)
 
 
 def build_model(cfg: AudioTrainConfig, n_classes: int) -> nn.Module:
@@ -63,35 +64,52 @@ def build_model(cfg: AudioTrainConfig, n_classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def _segment_outputs(
-    model: nn.Module, x: np.ndarray, device: torch.device, embed: bool, multilabel: bool = False
-) -> np.ndarray:
+def _per_video_outputs(
+    model: nn.Module, data: SplitData, cfg: AudioTrainConfig, device: torch.device, embed: bool
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(id, mean over its crops)`` per video with audio, in eval mode; crops run in batches of 64 across
+    videos while the log-mels are read block by block, so memory holds one batch, not the split."""
     model.eval()
-    outs = []
-    for i in range(0, len(x), 64):
-        xb = torch.from_numpy(x[i : i + 64]).to(device)
-        out = model.embed(xb) if embed else activate(model(xb), multilabel)
-        outs.append(out.float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+    ids: list[str] = []
+    counts: list[int] = []
+    pending: list[np.ndarray] = []
+    sums: list[np.ndarray] = []
 
+    def run(x: np.ndarray) -> np.ndarray:
+        xb = torch.from_numpy(x[:, None].astype(np.float32)).to(device)
+        return (model.embed(xb) if embed else activate(model(xb), cfg.multilabel)).float().cpu().numpy()
 
-def _per_video_mean(values: np.ndarray, owners: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((n, values.shape[1]), np.float32)
-    np.add.at(out, owners, values)
-    return out / np.bincount(owners, minlength=n)[:, None].clip(min=1)
+    def drain(final: bool) -> Iterator[tuple[str, np.ndarray]]:
+        nonlocal pending
+        x = np.concatenate(pending) if pending else np.zeros((0,))
+        while len(x) >= 64 or (final and len(x)):
+            out = run(x[:64])
+            x = x[64:]
+            sums.append(out)
+            done = np.concatenate(sums)
+            while counts and len(done) >= counts[0]:
+                yield ids.pop(0), done[: counts[0]].mean(0)
+                done = done[counts.pop(0) :]
+            sums[:] = [done] if len(done) else []
+        pending = [x] if len(x) else []
+
+    for vid, logmel in iter_rows(data.audio, data.video_ids):
+        crops = crops_of(logmel, cfg)
+        ids.append(vid)
+        counts.append(len(crops))
+        pending.append(crops)
+        yield from drain(final=False)
+    yield from drain(final=True)
 
 
 def audio_probs(
     model: nn.Module, data: SplitData, cfg: AudioTrainConfig, n_classes: int, device: torch.device
 ) -> np.ndarray:
     """Clip-level probabilities (mean over segments); a video without audio gets the uniform prior."""
-    x, owners, ids = segments(data, cfg)
     probs = np.full((len(data.video_ids), n_classes), 1.0 / n_classes, np.float32)
-    if ids:
-        outputs = _segment_outputs(model, x, device, embed=False, multilabel=cfg.multilabel)
-        per_video = _per_video_mean(outputs, owners, len(ids))
-        pos = {v: i for i, v in enumerate(data.video_ids)}
-        probs[[pos[v] for v in ids]] = per_video
+    pos = {v: i for i, v in enumerate(data.video_ids)}
+    for vid, p in _per_video_outputs(model, data, cfg, device, embed=False):
+        probs[pos[vid]] = p
     return probs
 
 
@@ -99,11 +117,7 @@ def audio_embeddings(
     model: nn.Module, data: SplitData, cfg: AudioTrainConfig, device: torch.device
 ) -> dict[str, np.ndarray]:
     """The penultimate features per video (mean over its segments), in eval mode: the fusion's input."""
-    x, owners, ids = segments(data, cfg)
-    if not ids:
-        return {}
-    per_video = _per_video_mean(_segment_outputs(model, x, device, embed=True), owners, len(ids))
-    return dict(zip(ids, per_video, strict=True))
+    return dict(_per_video_outputs(model, data, cfg, device, embed=True))
 
 
 def train_audio(
@@ -111,15 +125,36 @@ def train_audio(
 ) -> tuple[nn.Module, FitResult]:
     """Segment-level training (each segment carries its video's label), early-stopped on val clips."""
     seed_everything(cfg.seed)
-    x, owners, ids = segments(train, cfg)
+    ids = [v for v in train.video_ids if v in train.audio]
     if not ids:
         raise ValueError("no training video has audio: cannot train an audio model")
-    y = train.labels_for(ids)[owners]
+    y_ids = train.labels_for(ids)
+    crop_bytes = cfg.n_segments * cfg.mel.n_mels * cfg.frames * 4
+    stream = BlockStream(
+        train.audio, ids, partial(crops_of, cfg=cfg),
+        cost=lambda v: max(crop_bytes, nbytes(train.audio, v, cfg.mel.n_mels * 4)),
+        budget=cfg.stream_budget_bytes, workers=cfg.loader_workers,
+    )  # fmt: skip
     model = build_model(cfg, n_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
+    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def samples(window: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """The window's crops ``(N, 1, n_mels, frames)`` and their videos' labels (kept if the split fits)."""
+        if id(window) in kept:
+            return kept[id(window)]
+        x = np.concatenate([c for _, c in window])[:, None].astype(np.float32)
+        y = y_ids[np.concatenate([np.full(len(c), p) for p, c in window])]
+        if stream.fits:
+            kept[id(window)] = (x, y)
+        return x, y
 
     def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for window in stream.epoch(rng):
+            yield from _shuffled(*samples(window))
+
+    def _shuffled(x: np.ndarray, y: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = rng.permutation(len(x))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]

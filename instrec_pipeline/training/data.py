@@ -1,20 +1,78 @@
 """Training inputs read from the feature store: per-video log-mels and frame embeddings with labels.
 
+Nothing here reads a whole modality: a split's features are :class:`StoredRows` (read on demand, in
+blocks of neighbouring videos), and training draws its samples through :class:`BlockStream`, whose memory
+is bounded by a budget whatever the dataset's size.
+
 Crops are taken here, not at extraction: UC (segments spread uniformly over the video, predictions
 averaged per video) and CC (one central crop), so a change of strategy needs no re-extraction.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from instrec_pipeline.datasets.labels import encode
 from instrec_pipeline.features.logmel import MelParams
-from instrec_pipeline.features.partition import logmel_modality_name
-from instrec_pipeline.features.store import FeatureStore
-from instrec_pipeline.layout import Layout, read_csv
+from instrec_pipeline.store import EMBEDDINGS, FeatureStore, RaggedArray, logmel_modality_name
+from instrec_pipeline.store.layout import Layout, read_csv
+
+#: Bytes per block, the unit a DataLoader worker reads (neighbouring videos in one slice).
+BLOCK_BYTES = 16 << 20
+
+
+class StoredRows(Mapping[str, np.ndarray]):
+    """One modality of one split, read on demand: ``video_id → rows`` for the videos that have rows."""
+
+    def __init__(self, array: RaggedArray, wanted: set[str]) -> None:
+        self.array = array
+        self.lengths = array.lengths()
+        self._ids = [v for v in array.video_ids if v in wanted and self.lengths[v]]
+        self._set = set(self._ids)
+
+    def __getitem__(self, video_id: str) -> np.ndarray:
+        if video_id not in self._set:
+            raise KeyError(video_id)
+        return self.array.get(video_id)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def nbytes(rows: Mapping[str, np.ndarray], video_id: str, row_bytes: int) -> int:
+    """A video's stored size, known without reading it when the rows are stored."""
+    if isinstance(rows, StoredRows):
+        return rows.lengths[video_id] * row_bytes
+    return int(rows[video_id].nbytes)
+
+
+def iter_rows(rows: Mapping[str, np.ndarray], ids: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """``(id, rows)`` for the ``ids`` that have rows, in that order; stored rows are read in blocks."""
+    if not isinstance(rows, StoredRows):
+        yield from ((v, rows[v]) for v in ids if v in rows)
+        return
+    row_bytes = int(np.prod(rows.array.row_shape, dtype=np.int64)) * 4
+    part: list[str] = []
+    held = 0
+    for v in [*(v for v in ids if v in rows), None]:
+        if v is None or (part and held + rows.lengths[v] * row_bytes > BLOCK_BYTES):
+            got = dict(rows.array.iter_videos(part, BLOCK_BYTES))
+            yield from ((p, got[p]) for p in part)
+            part, held = [], 0
+        if v is not None:
+            part.append(v)
+            held += rows.lengths[v] * row_bytes
 
 
 @dataclass
@@ -29,8 +87,8 @@ class SplitData:
 
     video_ids: list[str]
     labels: np.ndarray
-    audio: dict[str, np.ndarray] = field(default_factory=dict)  # (T, n_mels) log-mel per video
-    frames: dict[str, np.ndarray] = field(default_factory=dict)  # (n, 2048) embeddings per video
+    audio: Mapping[str, np.ndarray] = field(default_factory=dict)  # (T, n_mels) log-mel per video
+    frames: Mapping[str, np.ndarray] = field(default_factory=dict)  # (n, 2048) embeddings per video
 
     def labels_for(self, ids: list[str]) -> np.ndarray:
         """The label rows of ``ids``, in that order."""
@@ -53,9 +111,9 @@ def load_split(
     classes: list[str],
     mel: MelParams | None,
     multilabel: bool = False,
-    embeddings: str = "embeddings",
+    embeddings: str = EMBEDDINGS,
 ) -> SplitData:
-    """Labels from the partition's manifest table; features from its Zarr group (what exists of them).
+    """Labels from the partition's manifest table; features from its Zarr group, read on demand.
 
     ``embeddings`` names the frame-embedding modality (a fine-tuned Inception writes its own).
     """
@@ -63,11 +121,99 @@ def load_split(
     store: FeatureStore = layout.features
     wanted = set(data.video_ids)
     if mel is not None:
-        modality = store.modality(dataset, split, logmel_modality_name(mel))
-        data.audio = {v: x for v, x in modality.iter_all() if v in wanted and len(x)}
-    frames = store.modality(dataset, split, embeddings)
-    data.frames = {v: x for v, x in frames.iter_all() if v in wanted and len(x)}
+        data.audio = StoredRows(store.modality(dataset, split, logmel_modality_name(mel.name)), wanted)
+    data.frames = StoredRows(store.modality(dataset, split, embeddings), wanted)
     return data
+
+
+class _Blocks(torch.utils.data.Dataset):
+    """Block ``i`` → the transformed rows of its videos: what a DataLoader worker reads and prepares."""
+
+    def __init__(
+        self,
+        rows: Mapping[str, np.ndarray],
+        blocks: list[list[str]],
+        transform: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
+        self.rows, self.blocks, self.transform = rows, blocks, transform
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> list[np.ndarray]:
+        return [self.transform(x) for _, x in iter_rows(self.rows, self.blocks[i])]
+
+
+class BlockStream:
+    """The videos of a split as shuffled windows of bounded memory, for one training epoch at a time.
+
+    Videos are grouped in manifest order into blocks of about :data:`BLOCK_BYTES` (neighbours in the
+    store, so a block is a few chunk-aligned slices: chunk-aware). When the whole split fits in
+    ``budget`` bytes it is read once, kept, and handed over as one window in manifest order, so sampling
+    is exactly that of an in-memory split. Otherwise each epoch visits the blocks in a seeded random
+    order, ``budget`` bytes at a time (the shuffle window); ``workers`` DataLoader processes read and
+    transform the next blocks while the model trains on this window.
+    """
+
+    def __init__(
+        self,
+        rows: Mapping[str, np.ndarray],
+        ids: list[str],
+        transform: Callable[[np.ndarray], np.ndarray],
+        cost: Callable[[str], int],
+        budget: int,
+        workers: int,
+    ) -> None:
+        self.ids = [v for v in ids if v in rows]
+        self.position = {v: i for i, v in enumerate(self.ids)}
+        self.blocks: list[list[str]] = [[]]
+        filled = total = 0
+        for v in self.ids:
+            c = cost(v)
+            if self.blocks[-1] and filled + c > BLOCK_BYTES:
+                self.blocks.append([])
+                filled = 0
+            self.blocks[-1].append(v)
+            filled += c
+            total += c
+        self.blocks = [b for b in self.blocks if b]
+        self.fits = total <= budget
+        self.window = max(1, budget // BLOCK_BYTES)
+        self.dataset = _Blocks(rows, self.blocks, transform)
+        self.workers = 0 if self.fits else workers
+        self._cache: list[tuple[int, np.ndarray]] | None = None
+
+    def _read(self, order: list[int]) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+        if not self.workers:
+            yield from ((self.blocks[i], self.dataset[i]) for i in order)
+            return
+        loader = torch.utils.data.DataLoader(
+            self.dataset, sampler=order, batch_size=None, num_workers=self.workers, prefetch_factor=2,
+            multiprocessing_context=multiprocessing.get_context("spawn"),  # no fork of zarr's I/O thread
+        )  # fmt: skip
+        yield from zip((self.blocks[i] for i in order), loader, strict=True)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """Windows of ``(position in ids, transformed rows)``; all of them at once when the split fits."""
+        if self.fits:
+            if self._cache is None:
+                self._cache = [
+                    (self.position[v], x)
+                    for ids, xs in self._read(list(range(len(self.blocks))))
+                    for v, x in zip(ids, xs, strict=True)
+                ]
+            yield self._cache
+            return
+        window: list[tuple[int, np.ndarray]] = []
+        held = 0
+        for ids, xs in self._read(rng.permutation(len(self.blocks)).tolist()):
+            window.extend((self.position[v], x) for v, x in zip(ids, xs, strict=True))
+            held += 1
+            if held >= self.window:
+                yield window
+                window, held = [], 0
+        if window:
+            yield window
 
 
 def uniform_crops(logmel: np.ndarray, n_segments: int, frames: int, floor: float | None = None) -> np.ndarray:

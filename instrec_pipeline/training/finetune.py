@@ -19,14 +19,13 @@ import torch
 from torch import nn
 
 from instrec_pipeline.features.partition import embedding_partition, inception_weights_of
-from instrec_pipeline.features.store import RaggedArray
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, Normalise, load_inception
-from instrec_pipeline.layout import Layout
+from instrec_pipeline.store import FINETUNED_EMBEDDINGS, FRAMES, Frames
+from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.data import manifest_labels, sample_frames
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 #: Store modality of the embeddings made by a fine-tuned backbone (the plain ones stay as they are).
-FINETUNED_EMBEDDINGS = "embeddings_finetuned"
 TRAINABLE = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
 
 
@@ -54,11 +53,11 @@ class InceptionClassifier(nn.Module):
 
 def _split(
     layout: Layout, dataset: str, split: str, classes: list[str], multilabel: bool
-) -> tuple[RaggedArray, list[str], np.ndarray]:
+) -> tuple[Frames, list[str], np.ndarray]:
     """The split's stored frames and its labels, for the videos that have frames."""
-    frames = RaggedArray.read(layout.features.group(dataset, split, "r"), "frames")
+    frames = Frames.read(layout.features.group(dataset, split, "r"))
     ids, labels = manifest_labels(layout, dataset, split, classes, multilabel)
-    keep = [i for i, v in enumerate(ids) if v in frames]
+    keep = [i for i, v in enumerate(ids) if v in frames.array]
     return frames, [ids[i] for i in keep], labels[keep]
 
 
@@ -126,5 +125,5 @@ def embed_with(layout: Layout, dataset: str, weights: Path, device: str) -> None
     embedder = FrameEmbedder(str(weights), device)
     for split in ("train", "val", "test"):
         group = layout.features.group(dataset, split)
-        if "frames" in group:
+        if FRAMES in group:
             embedding_partition(group, embedder, FINETUNED_EMBEDDINGS)

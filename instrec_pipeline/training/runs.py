@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from instrec_pipeline.layout import Layout
 from instrec_pipeline.models import FrameClassifier, LateFusionNet
+from instrec_pipeline.store import FINETUNED_EMBEDDINGS
+from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.audio import AudioTrainConfig, audio_embeddings, build_model, train_audio
 from instrec_pipeline.training.data import SplitData, load_split
-from instrec_pipeline.training.finetune import FINETUNED_EMBEDDINGS, embed_with, finetune_inception
+from instrec_pipeline.training.finetune import embed_with, finetune_inception
 from instrec_pipeline.training.fusion import FusionInputs, FusionTrainConfig, build_fusion, train_fusion
 from instrec_pipeline.training.loop import FitResult, TrainSettings, load_checkpoint, save_checkpoint
 from instrec_pipeline.training.video import (

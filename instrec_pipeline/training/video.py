@@ -7,15 +7,16 @@ statistics (stored in the checkpoint), which also keeps randomly initialised Inc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from instrec_pipeline.features.visual import EMBEDDING_DIM
 from instrec_pipeline.models import FrameClassifier
-from instrec_pipeline.training.data import SplitData, sample_frames
+from instrec_pipeline.training.data import BlockStream, SplitData, iter_rows, nbytes, sample_frames
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 
@@ -43,25 +44,52 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, frames: dict[str, np.ndarray]) -> Standardizer:
+    def fit(cls, blocks: Iterable[np.ndarray]) -> Standardizer:
         """Per-dimension mean and std of the train frames, the std floored at a tenth of its mean.
+
+        The frames arrive in blocks (never the whole split in memory), merged with Chan et al.'s pairwise
+        update of count, mean and squared deviations (exactly ``x.mean(0)``, ``x.std(0)`` for one block).
 
         Inception features include dimensions that are constant on a train set (dead ReLUs); dividing by
         their ~0 std turned a small deviation on a test frame into values of 10^6 that swamped the video
         model's embedding and hence the fusion's input. The floor keeps such dimensions at the scale of
         the others.
         """
-        allf = np.concatenate(list(frames.values())).astype(np.float64)
-        std = allf.std(0)
-        return cls(
-            allf.mean(0).astype(np.float32), np.maximum(std, 0.1 * std.mean() + 1e-6).astype(np.float32)
-        )
+        n, mean, m2 = 0, np.zeros(0), np.zeros(0)
+        for block in blocks:
+            x = np.asarray(block, np.float64)
+            nb, mb = len(x), x.mean(0)
+            m2b = ((x - mb) ** 2).sum(0)
+            if n == 0:
+                n, mean, m2 = nb, mb, m2b
+                continue
+            delta = mb - mean
+            total = n + nb
+            mean = mean + delta * nb / total
+            m2 = m2 + m2b + delta**2 * n * nb / total
+            n = total
+        std = np.sqrt(m2 / n)
+        return cls(mean.astype(np.float32), np.maximum(std, 0.1 * std.mean() + 1e-6).astype(np.float32))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+
+
+def _blocks_of(rows: Mapping[str, np.ndarray], ids: list[str], max_bytes: int) -> Iterator[np.ndarray]:
+    """Consecutive videos' frames concatenated, at most ``max_bytes`` a block (one when the split fits)."""
+    block: list[np.ndarray] = []
+    held = 0
+    for _, f in iter_rows(rows, ids):
+        if block and held + f.nbytes > max_bytes:
+            yield np.concatenate(block)
+            block, held = [], 0
+        block.append(f)
+        held += f.nbytes
+    if block:
+        yield np.concatenate(block)
 
 
 def build_video(cfg: VideoTrainConfig, n_classes: int) -> FrameClassifier:
@@ -80,10 +108,10 @@ def video_probs(
     """Mean of frame probabilities per video; a video without frames gets the uniform prior."""
     model.eval()
     probs = np.full((len(data.video_ids), n_classes), 1.0 / n_classes, np.float32)
-    for i, v in enumerate(data.video_ids):
-        if v in data.frames:
-            x = torch.from_numpy(norm(data.frames[v])).to(device)
-            probs[i] = activate(model(x), multilabel).mean(0).cpu().numpy()
+    pos = {v: i for i, v in enumerate(data.video_ids)}
+    for v, frames in iter_rows(data.frames, data.video_ids):
+        x = torch.from_numpy(norm(frames)).to(device)
+        probs[pos[v]] = activate(model(x), multilabel).mean(0).cpu().numpy()
     return probs
 
 
@@ -94,7 +122,8 @@ def frame_embeddings(
     """The video model's penultimate features per frame, in eval mode (the fusion's video input)."""
     model.eval()
     return {
-        v: model.embed(torch.from_numpy(norm(f)).to(device)).cpu().numpy() for v, f in data.frames.items()
+        v: model.embed(torch.from_numpy(norm(f)).to(device)).cpu().numpy()
+        for v, f in iter_rows(data.frames, data.video_ids)
     }
 
 
@@ -105,8 +134,12 @@ def train_video(
     ids = [v for v in train.video_ids if v in train.frames]
     if not ids:
         raise ValueError("no training video has frames: cannot train the video model")
-    norm = Standardizer.fit({v: train.frames[v] for v in ids})
-    frames = {v: norm(train.frames[v]) for v in ids}
+    norm = Standardizer.fit(_blocks_of(train.frames, ids, cfg.stream_budget_bytes // 4))
+    row_bytes = EMBEDDING_DIM * 4
+    stream = BlockStream(
+        train.frames, ids, norm, lambda v: nbytes(train.frames, v, row_bytes),
+        cfg.stream_budget_bytes, cfg.loader_workers,
+    )  # fmt: skip
     y_all = train.labels_for(ids)
     model = build_video(cfg, n_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
@@ -114,12 +147,13 @@ def train_video(
     rng = np.random.default_rng(cfg.seed)
 
     def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x = np.concatenate([frames[v][sample_frames(len(frames[v]), cfg.k, rng)] for v in ids])
-        y = np.repeat(y_all, cfg.k, axis=0)
-        order = rng.permutation(len(x))
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            yield torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
+        for window in stream.epoch(rng):
+            x = np.concatenate([f[sample_frames(len(f), cfg.k, rng)] for _, f in window])
+            y = np.repeat(y_all[[p for p, _ in window]], cfg.k, axis=0)
+            order = rng.permutation(len(x))
+            for i in range(0, len(order), cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                yield torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
 
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         return val.labels, video_probs(m, val, norm, n_classes, device, cfg.multilabel)

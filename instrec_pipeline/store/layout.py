@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from instrec_pipeline.features.store import FeatureStore
+from instrec_pipeline.store.schema import FeatureStore
 
 
 def default_root() -> Path:
