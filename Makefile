@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
 
-.PHONY: demo test setup system browser broker ui lint bench bench-backfill
+.PHONY: demo test setup system browser broker ui lint bench bench-backfill bench-scale
 
 demo: setup
 	$(PY) -m instrec_pipeline.cli demo
@@ -70,3 +70,8 @@ bench: setup
 # Every partition of the demo backfilled at once through the web UI's API (dagster dev + daemon).
 bench-backfill: setup
 	$(PY) bench/backfill.py --dataset demo
+
+# Cost per video and memory at 10-100× the size, and a projection for FCVID and YouTube-8M (about 1.5 h;
+# `$(PY) bench/scale.py --quick` takes minutes).
+bench-scale: setup
+	$(PY) bench/scale.py

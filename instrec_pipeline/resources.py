@@ -41,6 +41,13 @@ class MediaResource(ConfigurableResource):
 
     retries: int = Field(default=3, description="Attempts per download, with exponential backoff")
     timeout_s: float = Field(default=60.0, description="Network timeout per download attempt")
+    cookies_file: str = Field(
+        default="", description="Netscape cookies file for YouTube (age-restricted videos, bot checks)"
+    )
+
+    @property
+    def cookies(self) -> Path | None:
+        return Path(self.cookies_file).expanduser() if self.cookies_file else None
 
 
 class ExtractionResource(ConfigurableResource):

@@ -210,3 +210,20 @@ def test_finetuning_inception_feeds_the_video_model(
     row = manifest[manifest["split"] == "test"].iloc[0]
     pred = predict_video(tiny_dataset.parent / row["source"], layout, "tiny", "cpu")
     assert abs(pred.probs.loc["video"].sum() - 1) < 1e-4
+
+
+def test_extraction_reports_progress_and_plottable_figures(
+    materialised: tuple[Layout, DagsterInstance],
+) -> None:
+    """Long steps log done/total, rate and ETA; their metadata carries numbers the UI plots over runs."""
+    from dagster import AssetKey
+
+    _, instance = materialised
+    for name in ("raw_videos", "demux", "frame_embeddings"):
+        event = instance.get_latest_materialization_event(AssetKey(name))
+        meta = event.asset_materialization.metadata
+        for key in ("videos_per_s", "elapsed_s", "dagster/row_count"):
+            assert isinstance(meta[key].value, int | float), (name, key)
+        assert meta["dagster/row_count"].value > 0
+    logs = [e.user_message for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+    assert any("videos/s" in m and "demux tiny|" in m for m in logs), "no progress line in the run's logs"

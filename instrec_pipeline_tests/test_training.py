@@ -96,3 +96,62 @@ def test_standardiser_keeps_dimensions_constant_in_train_bounded() -> None:
     z = norm(test)
     assert np.abs(z).max() < 20  # was 5e5 with a bare std + 1e-6
     np.testing.assert_allclose(norm(train)[:, 0].std(), 1.0, rtol=1e-3)  # live dimensions: unit variance
+
+
+def _stored(tmp_path, split: SplitData) -> SplitData:
+    """The same split, its frames written to a real store and read back on demand."""
+    from instrec_pipeline.store import FeatureStore, RaggedArray
+    from instrec_pipeline.training.data import StoredRows
+
+    group = FeatureStore(tmp_path).group("toy", str(len(split.video_ids)))
+    with RaggedArray.open(group, "embeddings", (2048,), "float32", {}) as arr:
+        arr.append(split.frames.items())
+    rows = StoredRows(RaggedArray.read(group, "embeddings"), set(split.video_ids))
+    return SplitData(split.video_ids, split.labels, frames=rows)
+
+
+def test_stored_split_trains_exactly_as_in_memory(tmp_path) -> None:
+    """Same seed, same metrics: a split read from the store (within the budget) is sampled identically."""
+    train, val = _toy(12, 0), _toy(6, 1)
+    cfg = VideoTrainConfig(k=4, lr=0.01, max_epochs=4, patience=3, seed=5)
+    cpu = torch.device("cpu")
+    m1, n1, f1 = train_video(train, val, 3, cfg, cpu)
+    m2, n2, f2 = train_video(_stored(tmp_path, train), _stored(tmp_path, val), 3, cfg, cpu)
+    assert f1.history == f2.history
+    np.testing.assert_array_equal(video_probs(m1, val, n1, 3, cpu), video_probs(m2, val, n2, 3, cpu))
+
+
+def test_block_stream_over_budget_visits_every_video_once_in_seeded_windows(tmp_path, monkeypatch) -> None:
+    """Past its budget the stream reads blocks in worker processes, in a seeded order, window by window."""
+    from instrec_pipeline.training import data as data_mod
+    from instrec_pipeline.training.data import BlockStream, nbytes
+
+    monkeypatch.setattr(data_mod, "BLOCK_BYTES", 2 * 5 * 2048 * 4)  # two videos a block
+    split = _stored(tmp_path, _toy(20, 0))
+    cost = lambda v: nbytes(split.frames, v, 2048 * 4)  # noqa: E731
+    block = 2 * 5 * 2048 * 4
+    stream = BlockStream(split.frames, split.video_ids, np.asarray, cost, budget=3 * block, workers=2)
+    assert not stream.fits and len(stream.blocks) == 10 and stream.window == 3
+    try:
+        epochs = []
+        for seed in (0, 0, 1):
+            windows = list(stream.epoch(np.random.default_rng(seed)))
+            assert [len(w) for w in windows] == [6, 6, 6, 2]  # bounded: three blocks at a time
+            order = [p for w in windows for p, _ in w]
+            assert sorted(order) == list(range(20))
+            for w in windows:
+                for p, x in w:
+                    np.testing.assert_array_equal(x, split.frames[split.video_ids[p]])
+            epochs.append(order)
+    finally:
+        stream.close()
+    assert epochs[0] == epochs[1] and epochs[0] != epochs[2] and epochs[0] != sorted(epochs[0])
+
+
+def test_video_training_streams_past_its_budget_and_learns(tmp_path) -> None:
+    train, val = _stored(tmp_path, _toy(24, 0)), _stored(tmp_path, _toy(6, 1))
+    cfg = VideoTrainConfig(
+        k=4, lr=0.01, max_epochs=6, patience=3, seed=5, stream_budget_bytes=1, loader_workers=0
+    )
+    model, norm, _ = train_video(train, val, 3, cfg, torch.device("cpu"))
+    assert (video_probs(model, val, norm, 3, torch.device("cpu")).argmax(1) == val.labels).mean() == 1.0

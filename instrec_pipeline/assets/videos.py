@@ -1,12 +1,17 @@
 """manifest → raw_videos → demux: per dataset × split."""
 
 import hashlib
+import shutil
+from collections import Counter
+from pathlib import Path
 
+import pandas as pd
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
 from instrec_pipeline.assets.common import failures_table, partition, progress, rate_metadata
 from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.datasets.registry import datasets, load_manifest
+from instrec_pipeline.features.footprint import footprint
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import demux_partition
 from instrec_pipeline.media.partition import fetch_partition
@@ -34,8 +39,11 @@ def manifest(
     for r in m.rejected[:50]:
         context.log.warning(f"manifest {dataset}: rejected {r}")
     counts = class_counts(table["label"], m.classes)
+    disk = _disk_estimate(context, dataset, table, layout.root, extraction)
     return MaterializeResult(
         metadata={
+            **disk,
+            "dagster/row_count": len(table),
             "videos": len(table),
             "rejected_rows": len(m.rejected),
             "rejected": MetadataValue.md("\n".join(f"- {r}" for r in m.rejected[:200]) or "none"),
@@ -44,6 +52,37 @@ def manifest(
         },
         data_version=DataVersion(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]),
     )
+
+
+def _disk_estimate(
+    context: AssetExecutionContext,
+    dataset: str,
+    table: pd.DataFrame,
+    root: Path,
+    extraction: ExtractionResource,
+) -> dict[str, object]:
+    """What the partition's extraction will need on disk (from known durations), beside what is free."""
+    spec = datasets()[dataset]
+    known = spec.durations() if spec.durations else pd.Series(dtype=float)
+    seconds = known.reindex(table["video_id"]).dropna()
+    if seconds.empty:
+        return {"disk_estimate": MetadataValue.md("video durations unknown: no estimate")}
+    total = float(seconds.mean()) * len(table)  # videos without a known duration count at the mean
+    parts = footprint(total, extraction.fps, extraction.crop, extraction.frame_codec(), SAMPLE_RATES,
+                      MEL_INPUTS.values())  # fmt: skip
+    need = sum(parts.values())
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if need > free:
+        context.log.warning(f"{context.partition_key} needs ~{need / 1e9:.0f} GB, {free / 1e9:.0f} GB free")
+    rows = "\n".join(f"| {k} | {v / 1e9:,.2f} |" for k, v in {**parts, "**total**": need}.items())
+    return {
+        "hours": round(total / 3600, 2),
+        "durations_known": len(seconds),
+        "disk_estimate_gb": round(need / 1e9, 2),
+        "disk_free_gb": round(free / 1e9, 2),
+        "disk_estimate": MetadataValue.md(f"| part | GB |\n|---|---|\n{rows}"),
+    }
 
 
 @asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[manifest], code_version="1")
@@ -59,7 +98,8 @@ def raw_videos(
     p.total = len(table)
     with executor(compute.workers, compute.dask_scheduler) as pool:
         out, summary = fetch_partition(
-            table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s, progress=p
+            table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s,
+            cookies=media.cookies, progress=p,
         )
     p.finish()
     path = layout.table(dataset, split, "raw_videos")
@@ -70,6 +110,9 @@ def raw_videos(
             "videos": len(out),
             "fetched": summary.processed,
             "failed": len(summary.failed),
+            "failed_by_reason": MetadataValue.json(
+                dict(Counter(out.loc[out["failure"] != "", "failure"]).most_common())
+            ),
             **rate_metadata(p, len(out)),
             "failures": failures_table(summary.failed),
             "path": MetadataValue.path(str(path)),

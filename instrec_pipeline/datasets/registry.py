@@ -72,6 +72,8 @@ class DatasetSpec:
     paper_reference: str | None = None
     #: Several labels per video: sigmoid outputs, BCE, per-class thresholds tuned on val.
     multilabel: bool = False
+    #: Known video durations (``video_id → seconds``), to size a partition's disk before extracting it.
+    durations: Callable[[], pd.Series] | None = None
 
     def media_dir(self, dataset_dir: Path) -> Path:
         return self.media_root or dataset_dir
@@ -97,6 +99,13 @@ def _read_yt8m(_: Path) -> pd.DataFrame:
     raw = pd.read_csv(_list_path("yt8m_dataset.csv"), header=None, names=["video_id", "class_id"], dtype=str)
     label = raw["class_id"].astype(int).map(dict(enumerate(YT8M_CLASSES)))
     return pd.DataFrame({"video_id": raw["video_id"], "source": "yt:" + raw["video_id"], "label": label})
+
+
+def _list_durations(name: str) -> pd.Series:
+    """``video_id → seconds`` from a durations list (FCVID's ids carry their class folder)."""
+    table = pd.read_csv(_list_path(name), dtype={"id": str})
+    ids = table["id"].str.rsplit("/", n=1).str[-1]
+    return pd.Series(table["duration_s"].to_numpy(float), index=ids).groupby(level=0).first()
 
 
 def _read_demo(dataset_dir: Path) -> pd.DataFrame:
@@ -137,8 +146,14 @@ def datasets() -> dict[str, DatasetSpec]:
         "demo": DatasetSpec(
             "demo", DEMO_CLASSES, _read_demo, training=DEMO_TRAINING, paper_reference="fcvid"
         ),
-        "fcvid": DatasetSpec("fcvid", FCVID_CLASSES, _read_fcvid, paper_reference="fcvid"),
-        "yt8m": DatasetSpec("yt8m", YT8M_CLASSES, _read_yt8m, paper_reference="yt8m"),
+        "fcvid": DatasetSpec(
+            "fcvid", FCVID_CLASSES, _read_fcvid, paper_reference="fcvid",
+            durations=lambda: _list_durations("fcvid_durations.csv"),
+        ),  # fmt: skip
+        "yt8m": DatasetSpec(
+            "yt8m", YT8M_CLASSES, _read_yt8m, paper_reference="yt8m",
+            durations=lambda: _list_durations("yt8m_durations.csv"),
+        ),  # fmt: skip
     }
     return {**builtin, **_user_specs()}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from instrec_pipeline.media.errors import MediaError
-from instrec_pipeline.media.fetch import fetch
+from instrec_pipeline.media.fetch import failure_category, fetch
 from instrec_pipeline.parallel import map_unordered
 from instrec_pipeline.progress import Progress
 
@@ -31,6 +31,7 @@ def fetch_partition(
     *,
     retries: int = 3,
     timeout: float = 60.0,
+    cookies: Path | None = None,
     progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, StageSummary]:
     """Fetch each row's source into the raw store; returns the table with ``raw_path`` and ``error``."""
@@ -38,7 +39,10 @@ def fetch_partition(
 
     def one(row: tuple[str, str]) -> tuple[str, str]:
         try:
-            return str(fetch(row[1], raw_root, media_root=media_root, retries=retries, timeout=timeout)), ""
+            path = fetch(
+                row[1], raw_root, media_root=media_root, retries=retries, timeout=timeout, cookies=cookies
+            )
+            return str(path), ""
         except MediaError as exc:
             return "", exc.reason
         except Exception as exc:  # a bug or an unexpected I/O error must not sink the partition
@@ -58,4 +62,5 @@ def fetch_partition(
     out = table.copy()
     out["raw_path"] = [results[v][0] for v in out["video_id"]]
     out["error"] = [results[v][1] for v in out["video_id"]]
+    out["failure"] = [failure_category(e) if e else "" for e in out["error"]]
     return out, summary

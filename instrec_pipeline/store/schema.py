@@ -6,15 +6,15 @@ the stages hand arrays over and never build Zarr arrays themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import io
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 import zarr
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from instrec_pipeline.store.ragged import BYTES, RaggedArray
 
@@ -58,11 +58,13 @@ class FrameCodec:
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """``(n, H, W, 3)`` uint8 → the rows to store."""
-        if self.kind == "raw" or not len(frames):
-            return frames if self.kind == "raw" else np.empty(0, dtype=object)
-        chw = [torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in frames]
-        out = np.empty(len(chw), dtype=object)
-        out[:] = [bytes(t.numpy()) for t in encode_jpeg(chw, quality=self.quality)]
+        if self.kind == "raw":
+            return frames
+        out = np.empty(len(frames), dtype=object)
+        for i, frame in enumerate(frames):
+            buf = io.BytesIO()
+            Image.fromarray(frame).save(buf, "JPEG", quality=self.quality)
+            out[i] = buf.getvalue()
         return out
 
     def decode(self, rows: np.ndarray) -> np.ndarray:
@@ -71,8 +73,7 @@ class FrameCodec:
             return np.asarray(rows)
         if not len(rows):
             return np.zeros((0, 0, 0, 3), np.uint8)
-        decoded = decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in rows])
-        return np.stack([t.permute(1, 2, 0).numpy() for t in decoded])
+        return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in rows])
 
 
 class Frames:
@@ -102,8 +103,9 @@ class Frames:
     def rows(self, start: int, stop: int) -> np.ndarray:
         return self.codec.decode(self.array.rows(start, stop))
 
-    def append_stream(self, video_id: str, chunks: Any) -> None:
-        self.array.append_stream(video_id, (self.codec.encode(c) for c in chunks))
+    def append_stream(self, video_id: str, chunks: Iterable[np.ndarray]) -> None:
+        encoded: Iterator[np.ndarray] = (self.codec.encode(c) for c in chunks)
+        self.array.append_stream(video_id, encoded)
 
 
 def open_audio(group: zarr.Group, sample_rate: int) -> RaggedArray:

@@ -165,4 +165,5 @@ def train_audio(
         return val.labels, audio_probs(m, val, cfg, n_classes, device)
 
     result = fit(model, optimizer, batches, validate, cfg, train.labels_for(ids), n_classes)
+    stream.close()
     return model, result

@@ -144,6 +144,19 @@ class _Blocks(torch.utils.data.Dataset):
         return [self.transform(x) for _, x in iter_rows(self.rows, self.blocks[i])]
 
 
+class _Order(torch.utils.data.Sampler[int]):
+    """The current epoch's block order of a stream (persistent workers read it anew each epoch)."""
+
+    def __init__(self, stream: BlockStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.stream._order)
+
+    def __len__(self) -> int:
+        return len(self.stream._order)
+
+
 class BlockStream:
     """The videos of a split as shuffled windows of bounded memory, for one training epoch at a time.
 
@@ -182,16 +195,25 @@ class BlockStream:
         self.dataset = _Blocks(rows, self.blocks, transform)
         self.workers = 0 if self.fits else workers
         self._cache: list[tuple[int, np.ndarray]] | None = None
+        self._order: list[int] = []
+        self._loader: torch.utils.data.DataLoader | None = None
 
     def _read(self, order: list[int]) -> Iterator[tuple[list[str], list[np.ndarray]]]:
         if not self.workers:
             yield from ((self.blocks[i], self.dataset[i]) for i in order)
             return
-        loader = torch.utils.data.DataLoader(
-            self.dataset, sampler=order, batch_size=None, num_workers=self.workers, prefetch_factor=2,
-            multiprocessing_context=multiprocessing.get_context("spawn"),  # no fork of zarr's I/O thread
-        )  # fmt: skip
-        yield from zip((self.blocks[i] for i in order), loader, strict=True)
+        if self._loader is None:  # workers started once, kept across epochs; the order is read per epoch
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, sampler=_Order(self), batch_size=None, num_workers=self.workers,
+                prefetch_factor=2, persistent_workers=True,
+                multiprocessing_context=multiprocessing.get_context("spawn"),  # never fork zarr's I/O thread
+            )  # fmt: skip
+        self._order = order
+        yield from zip((self.blocks[i] for i in order), self._loader, strict=True)
+
+    def close(self) -> None:
+        """Stop the worker processes (they are kept across epochs)."""
+        self._loader = None
 
     def epoch(self, rng: np.random.Generator) -> Iterator[list[tuple[int, np.ndarray]]]:
         """Windows of ``(position in ids, transformed rows)``; all of them at once when the split fits."""

@@ -159,4 +159,5 @@ def train_video(
         return val.labels, video_probs(m, val, norm, n_classes, device, cfg.multilabel)
 
     result = fit(model, optimizer, batches, validate, cfg, y_all, n_classes, scheduler=scheduler)
+    stream.close()
     return model, norm, result
