@@ -17,6 +17,9 @@ class StoreResource(ConfigurableResource):
     """The store root: a local folder (default ``$INSTREC_HOME`` or ``./data``)."""
 
     root: str = Field(default="", description="Store root folder; empty = $INSTREC_HOME or ./data")
+    lock_wait_s: float = Field(
+        default=600.0, ge=0, description="How long a step waits for another run writing its partition"
+    )
 
     @property
     def layout(self) -> Layout:

@@ -84,7 +84,7 @@ def test_asset_checks_ran_and_passed(materialised: tuple[Layout, DagsterInstance
     _, instance = materialised
     expected = {
         "manifest": ["train_split_covers_every_class"],
-        "demux": ["videos_accounted_for", "frames_and_audio_agree"],
+        "demux": ["videos_accounted_for", "modalities_hold_the_same_videos", "frames_and_audio_agree"],
         "log_mel": ["log_mel_shapes_and_values"],
         "frame_embeddings": ["embeddings_shapes_and_values"],
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
 
 from instrec_pipeline.automation.executors import GPU_STEP_TAGS
 from instrec_pipeline.partitions import split_key
 from instrec_pipeline.progress import Progress
+from instrec_pipeline.resources import StoreResource
 
 MAX_TABLE_ROWS = 200
 #: What makes an asset a GPU stage: the ``gpu`` pool (one at a time per instance's limit) and, under the
@@ -18,6 +20,12 @@ GPU_STAGE: dict[str, object] = {"pool": "gpu", "op_tags": GPU_STEP_TAGS}
 
 def partition(context: AssetExecutionContext) -> tuple[str, str]:
     return split_key(context.partition_key)
+
+
+def writing(context: AssetExecutionContext, store: StoreResource) -> AbstractContextManager[None]:
+    """The partition's writer lock for this step: a second run of the partition waits, then fails clearly."""
+    dataset, split = partition(context)
+    return store.layout.features.lock(dataset, split, f"run {context.run_id}", store.lock_wait_s)
 
 
 def progress(context: AssetExecutionContext, stage: str) -> Progress:

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import GPU_STAGE, partition, progress, rate_metadata
+from instrec_pipeline.assets.common import GPU_STAGE, partition, progress, rate_metadata, writing
 from instrec_pipeline.assets.videos import demux
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
@@ -26,22 +26,23 @@ def log_mel(
 ) -> MaterializeResult:
     """Log-mel spectrograms (torchaudio, librosa-compatible) for the Choi and Han inputs, whole videos."""
     dataset, split = partition(context)
-    group = store.layout.features.group(dataset, split)
-    device = str(resolve_device(compute.device))
-    metadata: dict[str, object] = {"device": device}
-    versions = []
-    for mel in MEL_INPUTS.values():
-        p = progress(context, f"log_mel {mel.name}")
-        target, summary = logmel_partition(group, mel, device, p)
-        p.finish()
-        metadata.update({f"{mel.name}_{k}": v for k, v in p.metadata().items()})
-        metadata["dagster/row_count"] = len(target)
-        metadata[f"{mel.name}_processed"] = summary.processed
-        metadata[f"{mel.name}_skipped"] = summary.skipped
-        metadata[f"{mel.name}_frames"] = target.n_rows
-        metadata[f"{mel.name}_params"] = MetadataValue.json(target.params)
-        versions.append(target.data_version())
-    return MaterializeResult(metadata=metadata, data_version=DataVersion(params_digest({"v": versions})))
+    with writing(context, store):
+        group = store.layout.features.group(dataset, split)
+        device = str(resolve_device(compute.device))
+        metadata: dict[str, object] = {"device": device}
+        versions = []
+        for mel in MEL_INPUTS.values():
+            p = progress(context, f"log_mel {mel.name}")
+            target, summary = logmel_partition(group, mel, device, p)
+            p.finish()
+            metadata.update({f"{mel.name}_{k}": v for k, v in p.metadata().items()})
+            metadata["dagster/row_count"] = len(target)
+            metadata[f"{mel.name}_processed"] = summary.processed
+            metadata[f"{mel.name}_skipped"] = summary.skipped
+            metadata[f"{mel.name}_frames"] = target.n_rows
+            metadata[f"{mel.name}_params"] = MetadataValue.json(target.params)
+            versions.append(target.data_version())
+        return MaterializeResult(metadata=metadata, data_version=DataVersion(params_digest({"v": versions})))
 
 
 @asset(
@@ -59,24 +60,25 @@ def frame_embeddings(
 ) -> MaterializeResult:
     """Inception v3 penultimate (2048-d) embeddings of every frame, eval mode, batched across videos."""
     dataset, split = partition(context)
-    group = store.layout.features.group(dataset, split)
-    embedder = FrameEmbedder(extraction.inception_weights, compute.device, compute.batch_size)
-    if embedder.weights.kind == "random":
-        context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
-    p = progress(context, "frame_embeddings")
-    target, summary = embedding_partition(group, embedder, progress=p)
-    p.finish()
-    return MaterializeResult(
-        metadata={
-            **rate_metadata(p, len(target)),
-            "frames_per_s": round(target.n_rows / max(p.elapsed_s, 1e-9), 2) if summary.processed else 0.0,
-            "processed": summary.processed,
-            "skipped": summary.skipped,
-            "frames": target.n_rows,
-            "device": str(embedder.device),
-            "weights": embedder.weights.kind,
-            "weights_source": embedder.weights.source,
-            "params": MetadataValue.json(target.params),
-        },
-        data_version=DataVersion(target.data_version()),
-    )
+    with writing(context, store):
+        group = store.layout.features.group(dataset, split)
+        embedder = FrameEmbedder(extraction.inception_weights, compute.device, compute.batch_size)
+        if embedder.weights.kind == "random":
+            context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
+        p = progress(context, "frame_embeddings")
+        target, summary = embedding_partition(group, embedder, progress=p)
+        p.finish()
+        return MaterializeResult(
+            metadata={
+                **rate_metadata(p, len(target)),
+                "frames_per_s": round(summary.rows / max(p.elapsed_s, 1e-9), 2),
+                "processed": summary.processed,
+                "skipped": summary.skipped,
+                "frames": target.n_rows,
+                "device": str(embedder.device),
+                "weights": embedder.weights.kind,
+                "weights_source": embedder.weights.source,
+                "params": MetadataValue.json(target.params),
+            },
+            data_version=DataVersion(target.data_version()),
+        )

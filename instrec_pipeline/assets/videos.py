@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import failures_table, partition, progress, rate_metadata
+from instrec_pipeline.assets.common import failures_table, partition, progress, rate_metadata, writing
 from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.datasets.registry import datasets, load_manifest
 from instrec_pipeline.features.footprint import footprint
@@ -31,27 +31,28 @@ def manifest(
 ) -> MaterializeResult:
     """The validated list of videos of one dataset × split (id, source, label); bad rows reported by row."""
     dataset, split = partition(context)
-    layout = store.layout
-    m = load_manifest(dataset, layout.dataset_dir(dataset), seed=extraction.seed)
-    table = m.table[m.table["split"] == split].reset_index(drop=True)
-    path = layout.table(dataset, split, "manifest")
-    write_csv_atomic(table, path)
-    for r in m.rejected[:50]:
-        context.log.warning(f"manifest {dataset}: rejected {r}")
-    counts = class_counts(table["label"], m.classes)
-    disk = _disk_estimate(context, dataset, table, layout.root, extraction)
-    return MaterializeResult(
-        metadata={
-            **disk,
-            "dagster/row_count": len(table),
-            "videos": len(table),
-            "rejected_rows": len(m.rejected),
-            "rejected": MetadataValue.md("\n".join(f"- {r}" for r in m.rejected[:200]) or "none"),
-            "per_class": MetadataValue.json({k: int(v) for k, v in counts.items()}),
-            "path": MetadataValue.path(str(path)),
-        },
-        data_version=DataVersion(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]),
-    )
+    with writing(context, store):
+        layout = store.layout
+        m = load_manifest(dataset, layout.dataset_dir(dataset), seed=extraction.seed)
+        table = m.table[m.table["split"] == split].reset_index(drop=True)
+        path = layout.table(dataset, split, "manifest")
+        write_csv_atomic(table, path)
+        for r in m.rejected[:50]:
+            context.log.warning(f"manifest {dataset}: rejected {r}")
+        counts = class_counts(table["label"], m.classes)
+        disk = _disk_estimate(context, dataset, table, layout.root, extraction)
+        return MaterializeResult(
+            metadata={
+                **disk,
+                "dagster/row_count": len(table),
+                "videos": len(table),
+                "rejected_rows": len(m.rejected),
+                "rejected": MetadataValue.md("\n".join(f"- {r}" for r in m.rejected[:200]) or "none"),
+                "per_class": MetadataValue.json({k: int(v) for k, v in counts.items()}),
+                "path": MetadataValue.path(str(path)),
+            },
+            data_version=DataVersion(hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]),
+        )
 
 
 def _disk_estimate(
@@ -91,34 +92,35 @@ def raw_videos(
 ) -> MaterializeResult:
     """Each video fetched into the content-addressed raw store; already-fetched ones are skipped."""
     dataset, split = partition(context)
-    layout = store.layout
-    table = read_csv(layout.table(dataset, split, "manifest"))
-    media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
-    p = progress(context, "raw_videos")
-    p.total = len(table)
-    with executor(compute.workers, compute.dask_scheduler) as pool:
-        out, summary = fetch_partition(
-            table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s,
-            cookies=media.cookies, progress=p,
+    with writing(context, store):
+        layout = store.layout
+        table = read_csv(layout.table(dataset, split, "manifest"))
+        media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
+        p = progress(context, "raw_videos")
+        p.total = len(table)
+        with executor(compute.workers, compute.dask_scheduler) as pool:
+            out, summary = fetch_partition(
+                table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s,
+                cookies=media.cookies, progress=p,
+            )
+        p.finish()
+        path = layout.table(dataset, split, "raw_videos")
+        write_csv_atomic(out, path)
+        digest = hashlib.sha256(out[["video_id", "raw_path"]].to_csv(index=False).encode()).hexdigest()[:16]
+        return MaterializeResult(
+            metadata={
+                "videos": len(out),
+                "fetched": summary.processed,
+                "failed": len(summary.failed),
+                "failed_by_reason": MetadataValue.json(
+                    dict(Counter(out.loc[out["failure"] != "", "failure"]).most_common())
+                ),
+                **rate_metadata(p, len(out)),
+                "failures": failures_table(summary.failed),
+                "path": MetadataValue.path(str(path)),
+            },
+            data_version=DataVersion(digest),
         )
-    p.finish()
-    path = layout.table(dataset, split, "raw_videos")
-    write_csv_atomic(out, path)
-    digest = hashlib.sha256(out[["video_id", "raw_path"]].to_csv(index=False).encode()).hexdigest()[:16]
-    return MaterializeResult(
-        metadata={
-            "videos": len(out),
-            "fetched": summary.processed,
-            "failed": len(summary.failed),
-            "failed_by_reason": MetadataValue.json(
-                dict(Counter(out.loc[out["failure"] != "", "failure"]).most_common())
-            ),
-            **rate_metadata(p, len(out)),
-            "failures": failures_table(summary.failed),
-            "path": MetadataValue.path(str(path)),
-        },
-        data_version=DataVersion(digest),
-    )
 
 
 @asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[raw_videos], code_version="1")
@@ -130,27 +132,29 @@ def demux(
 ) -> MaterializeResult:
     """Frames at 1 fps (RGB, resized and centre-cropped) and mono audio at each model's sample rate."""
     dataset, split = partition(context)
-    layout = store.layout
-    raw = read_csv(layout.table(dataset, split, "raw_videos"))
-    params = extraction.demux_params(SAMPLE_RATES)
-    group = layout.features.group(dataset, split)
-    p = progress(context, "demux")
-    with executor(compute.workers, compute.dask_scheduler) as pool:
-        summary = demux_partition(raw, group, params, pool, layout.spool, extraction.frame_codec(), p)
-    p.finish()
-    layout.features.record_failures(dataset, split, "demux", summary.failed)
-    frames = Frames.read(group).array
-    return MaterializeResult(
-        metadata={
-            "videos": len(frames),
-            "processed": summary.processed,
-            "skipped": summary.skipped,
-            "failed": len(summary.failed),
-            "failures": failures_table(summary.failed),
-            **rate_metadata(p, len(frames)),
-            "frames": frames.n_rows,
-            "params": MetadataValue.json(frames.params),
-            "zarr": MetadataValue.path(str(layout.features.group_path(dataset, split))),
-        },
-        data_version=DataVersion(frames.data_version()),
-    )
+    with writing(context, store):
+        layout = store.layout
+        raw = read_csv(layout.table(dataset, split, "raw_videos"))
+        params = extraction.demux_params(SAMPLE_RATES)
+        group = layout.features.group(dataset, split)
+        p = progress(context, "demux")
+        with executor(compute.workers, compute.dask_scheduler) as pool:
+            spool = layout.spool(dataset, split)
+            summary = demux_partition(raw, group, params, pool, spool, extraction.frame_codec(), p)
+        p.finish()
+        layout.features.record_failures(dataset, split, "demux", summary.failed)
+        frames = Frames.read(group).array
+        return MaterializeResult(
+            metadata={
+                "videos": len(frames),
+                "processed": summary.processed,
+                "skipped": summary.skipped,
+                "failed": len(summary.failed),
+                "failures": failures_table(summary.failed),
+                **rate_metadata(p, len(frames)),
+                "frames": frames.n_rows,
+                "params": MetadataValue.json(frames.params),
+                "zarr": MetadataValue.path(str(layout.features.group_path(dataset, split))),
+            },
+            data_version=DataVersion(frames.data_version()),
+        )

@@ -1,7 +1,5 @@
 """Partitioned asset checks guarding the extracted data; blocking where a bad result must stop the graph."""
 
-import os
-
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from instrec_pipeline.assets.features import frame_embeddings, log_mel
@@ -12,11 +10,9 @@ from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.visual import EMBEDDING_DIM
 from instrec_pipeline.partitions import dataset_split_partitions, split_key
 from instrec_pipeline.resources import StoreResource
-from instrec_pipeline.store import EMBEDDINGS, FRAMES, RaggedArray, logmel_modality_name
+from instrec_pipeline.settings import settings
+from instrec_pipeline.store import EMBEDDINGS, FRAMES, RaggedArray, audio_modality_name, logmel_modality_name
 from instrec_pipeline.store.layout import read_csv
-
-#: Largest share of a partition's videos that may fail before the graph stops (``$INSTREC_MAX_FAILED_RATIO``).
-MAX_FAILED_RATIO = float(os.environ.get("INSTREC_MAX_FAILED_RATIO", "0.2"))
 
 
 def _result(finding: quality.Finding) -> AssetCheckResult:
@@ -37,13 +33,23 @@ def train_split_covers_every_class(
 
 @asset_check(asset=demux, partitions_def=dataset_split_partitions, blocking=True)
 def videos_accounted_for(context: AssetCheckExecutionContext, store: StoreResource) -> AssetCheckResult:
-    """Row counts against the manifest; failed videos under ``MAX_FAILED_RATIO`` of the partition."""
+    """Row counts against the manifest; failed videos under ``$INSTREC_MAX_FAILED_RATIO`` (default 0.2)."""
     dataset, split = split_key(context.partition_key)
     layout = store.layout
     table = read_csv(layout.table(dataset, split, "manifest"))
     failures = layout.features.failures(dataset, split, "demux")
     group = layout.features.group(dataset, split, mode="r")
-    return _result(quality.demux_coverage(table, group, failures, MAX_FAILED_RATIO))
+    return _result(quality.demux_coverage(table, group, failures, settings().max_failed_ratio))
+
+
+@asset_check(asset=demux, partitions_def=dataset_split_partitions, blocking=True)
+def modalities_hold_the_same_videos(
+    context: AssetCheckExecutionContext, store: StoreResource
+) -> AssetCheckResult:
+    """Every audio modality holds exactly the frames' videos, once each (one writer per partition)."""
+    dataset, split = split_key(context.partition_key)
+    group = store.layout.features.group(dataset, split, mode="r")
+    return _result(quality.same_videos(group, [audio_modality_name(r) for r in SAMPLE_RATES]))
 
 
 @asset_check(asset=demux, partitions_def=dataset_split_partitions)
@@ -60,11 +66,13 @@ def log_mel_shapes_and_values(context: AssetCheckExecutionContext, store: StoreR
     """Each log-mel input: (frames, n_mels) float32, no NaN/Inf."""
     dataset, split = split_key(context.partition_key)
     group = store.layout.features.group(dataset, split, mode="r")
-    findings = [
-        quality.rows_valid(group, logmel_modality_name(m.name), m.n_mels) for m in MEL_INPUTS.values()
-    ]
+    mels = list(MEL_INPUTS.values())
+    names = [logmel_modality_name(m.name) for m in mels]
+    findings = [quality.rows_valid(group, n, m.n_mels) for n, m in zip(names, mels, strict=True)]
+    findings.append(quality.same_videos(group, names))
     bad = [f for f in findings if not f.passed]
-    figures = {f"{m}_{k}": v for m, f in zip(MEL_INPUTS, findings, strict=True) for k, v in f.figures.items()}
+    figures = {f"{m}_{k}": v for m, f in zip([*MEL_INPUTS, "index"], findings, strict=True)
+               for k, v in f.figures.items()}  # fmt: skip
     return AssetCheckResult(passed=not bad, description="; ".join(f.reason for f in bad or findings),
                             metadata=figures)  # fmt: skip
 
@@ -77,12 +85,14 @@ def embeddings_shapes_and_values(
     dataset, split = split_key(context.partition_key)
     group = store.layout.features.group(dataset, split, mode="r")
     frames = RaggedArray.read(group, FRAMES).lengths()
-    return _result(quality.rows_valid(group, EMBEDDINGS, EMBEDDING_DIM, frames))
+    rows = quality.rows_valid(group, EMBEDDINGS, EMBEDDING_DIM, frames)
+    return _result(rows if not rows.passed else quality.same_videos(group, [EMBEDDINGS]))
 
 
 checks = [
     train_split_covers_every_class,
     videos_accounted_for,
+    modalities_hold_the_same_videos,
     frames_and_audio_agree,
     log_mel_shapes_and_values,
     embeddings_shapes_and_values,

@@ -55,6 +55,9 @@ def demux_partition(
     videos' lengths. A video without audio stores zero audio samples (a missing modality downstream), an
     audio-only file zero frames; one that ffmpeg cannot read is recorded with its reason and retried on
     the next run. ``codec``: how frames are kept (default JPEG, see :class:`FrameCodec`).
+
+    The caller holds the partition's lock: ``spool_root`` is this partition's alone, and whatever a killed
+    run left there is removed first.
     """
     frames = Frames.open(group, params.fps, params.resize, params.crop, codec or FrameCodec())
     audio = {sr: open_audio(group, sr) for sr in params.sample_rates}
@@ -69,6 +72,7 @@ def demux_partition(
             todo.append((vid, path))
     if progress is not None:
         progress.total = len(todo)
+    shutil.rmtree(spool_root, ignore_errors=True)
     spool_root.mkdir(parents=True, exist_ok=True)
 
     def one(item: tuple[str, str]) -> tuple[Spooled | str, Path]:
@@ -204,6 +208,7 @@ def embedding_partition(
             batch = pending.result()
             pending = reader.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
             emb = embedder.embed(batch)
+            summary.rows += len(emb)
             pos = 0
             for vid, a, b, last in block:
                 parts.append(emb[pos : pos + b - a])

@@ -44,6 +44,30 @@ def demux_coverage(
     return Finding(True, f"{len(wanted & stored)} of {len(wanted)} videos stored", figures)
 
 
+def same_videos(group: zarr.Group, names: list[str]) -> Finding:
+    """Each modality holds exactly the videos of the frames index, once each (a store that two writers
+    interleaved, or one that lost a video in one modality only, fails here)."""
+    try:
+        frames = set(RaggedArray.read(group, FRAMES).video_ids)
+        held = {name: RaggedArray.read(group, name).video_ids for name in names}
+    except (KeyError, ValueError) as exc:  # a missing modality, or duplicate ids refused on open
+        return Finding(False, f"cannot read the index: {exc}", {})
+    figures: dict[str, float | int | str] = {"frames_videos": len(frames)}
+    bad = []
+    for name, ids in held.items():
+        missing, extra = frames - set(ids), set(ids) - frames
+        figures[f"{name}_missing"], figures[f"{name}_extra"] = len(missing), len(extra)
+        if missing or extra:
+            bad.append(
+                f"{name}: {len(missing)} missing {sorted(missing)[:3]},"
+                f" {len(extra)} extra {sorted(extra)[:3]}"
+            )
+    if bad:
+        return Finding(False, "; ".join(bad), figures)
+    same = f"{', '.join(names)}: the same {len(frames)} videos as the frames, once each"
+    return Finding(True, same, figures)
+
+
 def durations_agree(group: zarr.Group, fps: float, sample_rate: int) -> Finding:
     """Frames and audio of each video span the same time (within ``DURATION_TOLERANCE_S``)."""
     frames = RaggedArray.read(group, FRAMES).lengths()

@@ -20,6 +20,7 @@ class StageSummary:
 
     processed: int = 0
     skipped: int = 0
+    rows: int = 0  # rows computed (frames embedded …), for rates
     failed: dict[str, str] = field(default_factory=dict)
 
 

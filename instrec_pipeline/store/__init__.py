@@ -1,6 +1,7 @@
 """The store: one owner for its layout on disk, the modalities' schema and the commit protocol."""
 
 from instrec_pipeline.store import ragged
+from instrec_pipeline.store.lock import PartitionBusy
 from instrec_pipeline.store.ragged import RaggedArray, params_digest
 from instrec_pipeline.store.schema import (
     EMBEDDINGS,
@@ -21,6 +22,7 @@ __all__ = [
     "FRAMES",
     "FeatureStore",
     "FrameCodec",
+    "PartitionBusy",
     "Frames",
     "RaggedArray",
     "audio_modality_name",

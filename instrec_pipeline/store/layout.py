@@ -62,10 +62,10 @@ class Layout:
     def table(self, dataset: str, split: str, name: str) -> Path:
         return self.root / "tables" / dataset / split / f"{name}.csv"
 
-    @property
-    def spool(self) -> Path:
-        """Scratch space for demuxed videos on their way into the store (same disk, emptied per video)."""
-        return self.root / "tmp"
+    def spool(self, dataset: str, split: str) -> Path:
+        """Scratch space for a partition's demuxed videos on their way into the store (same disk, emptied
+        per video; what a killed run left is removed by the next writer, under the partition lock)."""
+        return self.root / "tmp" / dataset / split
 
     @property
     def features(self) -> FeatureStore:

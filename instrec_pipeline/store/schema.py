@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from instrec_pipeline.store.lock import exclusive
 from instrec_pipeline.store.ragged import BYTES, RaggedArray
 
 FRAMES = "frames"
@@ -130,6 +132,12 @@ class FeatureStore:
             raise FileNotFoundError(f"no features for {dataset}/{split} at {path}: materialise them first")
         path.parent.mkdir(parents=True, exist_ok=True)
         return zarr.open_group(str(path), mode=mode)
+
+    def lock(
+        self, dataset: str, split: str, holder: str, wait_s: float = 0.0
+    ) -> AbstractContextManager[None]:
+        """The partition's writer lock (see :mod:`instrec_pipeline.store.lock`)."""
+        return exclusive(self.root / "features" / dataset / f"{split}.lock", holder, wait_s)
 
     def modality(self, dataset: str, split: str, name: str) -> RaggedArray:
         return RaggedArray.read(self.group(dataset, split, mode="r"), name)

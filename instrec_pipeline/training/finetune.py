@@ -124,6 +124,7 @@ def embed_with(layout: Layout, dataset: str, weights: Path, device: str) -> None
     """Re-embed every split's frames with fine-tuned weights (resumable; redone when the weights change)."""
     embedder = FrameEmbedder(str(weights), device)
     for split in ("train", "val", "test"):
-        group = layout.features.group(dataset, split)
-        if FRAMES in group:
-            embedding_partition(group, embedder, FINETUNED_EMBEDDINGS)
+        with layout.features.lock(dataset, split, "fine-tuning re-embedding", wait_s=600):
+            group = layout.features.group(dataset, split)
+            if FRAMES in group:
+                embedding_partition(group, embedder, FINETUNED_EMBEDDINGS)
