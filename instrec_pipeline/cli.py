@@ -70,13 +70,46 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    """Each video's prediction; a video or model that cannot be used is one line on stderr, and exit 1."""
+    import pickle
+
+    from instrec_pipeline.media.errors import MediaError
     from instrec_pipeline.predict import format_prediction, predict_video
     from instrec_pipeline.store.layout import Layout, default_root
 
     layout = Layout(Path(args.root).resolve() if args.root else default_root())
+    failed = 0
     for video in args.videos:
-        pred = predict_video(Path(video), layout, args.dataset, args.device)
-        print(f"{video} (models of {args.dataset}):\n{format_prediction(pred, args.top)}")
+        try:
+            if not Path(video).is_file():
+                raise FileNotFoundError("no such file")
+            pred = predict_video(Path(video), layout, args.dataset, args.device)
+        except MediaError as exc:
+            why = exc.reason
+        except FileNotFoundError as exc:
+            why = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, EOFError) as exc:
+            why = f"cannot use the trained models of {args.dataset!r} ({type(exc).__name__}: {exc})"
+        else:
+            print(f"{video} (models of {args.dataset}):\n{format_prediction(pred, args.top)}")
+            continue
+        failed += 1
+        print(f"instrec predict: {video}: {str(why).splitlines()[0] if why else 'failed'}", file=sys.stderr)
+    if failed:
+        raise SystemExit(1)
+
+
+def _datasets(_: argparse.Namespace) -> None:
+    """The datasets the code location sees, and what is wrong with the datasets file (exit 1 if anything)."""
+    from instrec_pipeline.datasets.registry import config_problems, datasets
+
+    for name, spec in datasets().items():
+        print(f"{name}: {len(spec.classes)} classes{', multi-label' if spec.multilabel else ''}")
+    problems = config_problems()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--top", type=int, default=3)
     predict.set_defaults(func=_predict)
+    listing = sub.add_parser("datasets", help="list the datasets and check the datasets file")
+    listing.set_defaults(func=_datasets)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -30,8 +30,10 @@ class ComputeResource(ConfigurableResource):
     """Where and how wide the heavy work runs."""
 
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 …")
-    batch_size: int = Field(default=64, description="Frames per Inception batch")
-    workers: int = Field(default=2, description="Parallel per-video workers (ffmpeg processes, fetches)")
+    batch_size: int = Field(default=64, gt=0, le=4096, description="Frames per Inception batch")
+    workers: int = Field(
+        default=2, ge=1, le=256, description="Parallel per-video workers (ffmpeg processes, fetches)"
+    )
     dask_scheduler: str = Field(
         default="",
         description="tcp://host:port of a Dask distributed scheduler: per-video work runs on its workers "
@@ -42,8 +44,15 @@ class ComputeResource(ConfigurableResource):
 class MediaResource(ConfigurableResource):
     """Fetching and demuxing settings shared by every dataset."""
 
-    retries: int = Field(default=3, description="Attempts per download, with exponential backoff")
-    timeout_s: float = Field(default=60.0, description="Network timeout per download attempt")
+    retries: int = Field(default=3, ge=0, le=20, description="Extra attempts per download, with back-off")
+    timeout_s: float = Field(default=60.0, gt=0, description="Network timeout per read")
+    max_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest video fetched (bytes)")
+    fetch_deadline_s: float = Field(
+        default=1800.0, gt=0, description="Total time for one video's fetch, retries and slow bodies included"
+    )
+    max_duration_s: float = Field(
+        default=7200.0, gt=0, description="Longest video demuxed (checked at probe time, before decoding)"
+    )
     cookies_file: str = Field(
         default="", description="Netscape cookies file for YouTube (age-restricted videos, bot checks)"
     )
@@ -56,9 +65,11 @@ class MediaResource(ConfigurableResource):
 class ExtractionResource(ConfigurableResource):
     """Extraction parameters; changing one re-extracts the affected features (and their data version)."""
 
-    fps: float = Field(default=1.0, description="Frames sampled per second of video")
-    resize: int = Field(default=256, description="Shorter side before the centre crop")
-    crop: int = Field(default=224, description="Centre-crop size (224 as the paper, 299 Inception's own)")
+    fps: float = Field(default=1.0, gt=0, le=60, description="Frames sampled per second of video")
+    resize: int = Field(default=256, gt=0, le=4096, description="Shorter side before the centre crop")
+    crop: int = Field(
+        default=224, gt=0, le=4096, description="Centre-crop size (224 as the paper, 299 Inception's own)"
+    )
     inception_weights: str = Field(
         default="auto", description="auto | imagenet | random | path to a state-dict file"
     )

@@ -227,3 +227,35 @@ def test_extraction_reports_progress_and_plottable_figures(
         assert meta["dagster/row_count"].value > 0
     logs = [e.user_message for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
     assert any("videos/s" in m and "demux tiny|" in m for m in logs), "no progress line in the run's logs"
+
+
+def test_predict_cli_says_what_is_wrong_per_file(
+    materialised: tuple[Layout, DagsterInstance], tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    """A bad video, a missing one and a bad checkpoint: one line each on stderr, exit 1, no traceback."""
+    import pytest
+
+    from instrec_pipeline.cli import main
+
+    layout, _ = materialised
+    manifest = pd.read_csv(tiny_dataset)
+    good = tiny_dataset.parent / manifest[manifest["split"] == "test"].iloc[0]["source"]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(good), str(bad), str(tmp_path / "nope.mp4"), "--dataset", "tiny",
+              "--root", str(layout.root), "--device", "cpu"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert stop.value.code == 1
+    assert "fusion" in out  # the good video was still predicted
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err
+    assert lines[0].startswith(f"instrec predict: {bad}: ") and lines[1].startswith("instrec predict: ")
+    assert "nope.mp4" in lines[1] and "no such file" in lines[1]
+    broken = tmp_path / "store"
+    (broken / "models" / "tiny").mkdir(parents=True)
+    (broken / "models" / "tiny" / "fusion.pt").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(SystemExit):
+        main(["predict", str(good), "--dataset", "tiny", "--root", str(broken), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot use the trained models of 'tiny'" in err

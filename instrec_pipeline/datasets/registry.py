@@ -11,24 +11,35 @@ the working directory) so adding one needs no code change::
         multilabel: true                        # optional: default = a manifest label holds "a;b"
         training:                               # optional: per-model training defaults
           audio: {max_epochs: 30}
+        allow_hosts: [mirror.intranet]          # optional: internal hosts/networks its URLs may reach
+        allow_networks: [10.1.0.0/16]
+        allow_absolute_paths: false             # optional: local sources outside media_root
+
+A bad entry (unknown key, missing field, wrong type, bad name) is left out with one message naming the
+file, the dataset and the field; the other datasets still load.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from instrec_pipeline.datasets.demo import DEMO_CLASSES, generate_demo
 from instrec_pipeline.datasets.labels import is_multilabel, split_labels
-from instrec_pipeline.datasets.manifest import Rejected, assign_splits, read_table, validate
+from instrec_pipeline.datasets.manifest import ManifestError, Rejected, assign_splits, read_table, validate
+
+log = logging.getLogger(__name__)
 
 FCVID_CLASSES = (
     "accordion", "cello", "chamberMusic", "flute", "guitar", "harmonica", "piano", "rockBand",
@@ -74,6 +85,10 @@ class DatasetSpec:
     multilabel: bool = False
     #: Known video durations (``video_id → seconds``), to size a partition's disk before extracting it.
     durations: Callable[[], pd.Series] | None = None
+    #: What its sources may reach (see :class:`DatasetEntry`).
+    allow_absolute_paths: bool = False
+    allow_hosts: tuple[str, ...] = ()
+    allow_networks: tuple[str, ...] = ()
 
     def media_dir(self, dataset_dir: Path) -> Path:
         return self.media_root or dataset_dir
@@ -113,30 +128,87 @@ def _read_demo(dataset_dir: Path) -> pd.DataFrame:
     return read_table(generate_demo(dataset_dir))
 
 
-def _user_specs() -> dict[str, DatasetSpec]:
-    path = Path(os.environ.get("INSTREC_DATASETS", "instrec_datasets.yaml"))
+#: A dataset's name is a partition key, a folder name and a table path: nothing that could escape them.
+NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class DatasetEntry(BaseModel):
+    """One dataset of the datasets file; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: Path
+    media_root: Path | None = None
+    classes: list[str] | None = None
+    multilabel: bool | None = None
+    training: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    paper_reference: Literal["fcvid", "yt8m"] | None = None
+    #: Local sources may name files outside ``media_root`` (absolute paths, symlinks out of it).
+    allow_absolute_paths: bool = False
+    #: Hosts and networks (CIDR) that http(s) sources may reach although they are internal addresses.
+    allow_hosts: list[str] = Field(default_factory=list)
+    allow_networks: list[str] = Field(default_factory=list)
+
+
+def _spec(name: str, entry: DatasetEntry, base: Path) -> DatasetSpec:
+    manifest = (base / entry.manifest).resolve()
+    classes, multilabel = entry.classes, entry.multilabel
+    if not classes or (multilabel is None and manifest.exists()):
+        fields = read_table(manifest)["label"].dropna()
+        classes = classes or sorted({c for f in fields for c in split_labels(f)})
+        multilabel = is_multilabel(fields) if multilabel is None else multilabel
+    return DatasetSpec(
+        name,
+        tuple(classes),
+        lambda _, m=manifest: read_table(m),
+        (base / entry.media_root).resolve() if entry.media_root else manifest.parent,
+        entry.training,
+        entry.paper_reference,
+        bool(multilabel),
+        allow_absolute_paths=entry.allow_absolute_paths,
+        allow_hosts=tuple(entry.allow_hosts),
+        allow_networks=tuple(entry.allow_networks),
+    )
+
+
+def _user_specs(path: Path, reserved: set[str]) -> tuple[dict[str, DatasetSpec], list[str]]:
+    """The datasets declared in ``path`` and one message per bad entry (file, dataset, field, why).
+
+    A bad entry is left out with its message; the others still load, and so does the code location.
+    """
     if not path.exists():
-        return {}
-    config = yaml.safe_load(path.read_text()) or {}
-    specs = {}
-    for name, entry in (config.get("datasets") or {}).items():
-        manifest = (path.parent / entry["manifest"]).resolve()
-        media_root = (path.parent / entry["media_root"]).resolve() if entry.get("media_root") else None
-        classes, multilabel = entry.get("classes"), entry.get("multilabel")
-        if not classes or (multilabel is None and manifest.exists()):
-            fields = read_table(manifest)["label"].dropna()
-            classes = classes or sorted({c for f in fields for c in split_labels(f)})
-            multilabel = is_multilabel(fields) if multilabel is None else multilabel
-        specs[name] = DatasetSpec(
-            name,
-            tuple(classes),
-            lambda _, m=manifest: read_table(m),
-            media_root or manifest.parent,
-            entry.get("training") or {},
-            entry.get("paper_reference"),
-            bool(multilabel),
-        )
-    return specs
+        return {}, []
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+        entries = config.get("datasets") or {}
+        if not isinstance(entries, dict):
+            raise ValueError("'datasets' must map names to entries")
+    except (yaml.YAMLError, ValueError, AttributeError, OSError) as exc:
+        return {}, [f"{path}: unreadable: {exc}"]
+    specs, problems = {}, []
+    for name, raw in entries.items():
+        where = f"{path}: dataset {name!r}"
+        if not NAME.match(str(name)) or name in reserved:
+            why = "a built-in dataset's name" if name in reserved else "use letters, digits, '_' and '-' only"
+            problems.append(f"{where}: bad name ({why})")
+            continue
+        try:
+            specs[name] = _spec(name, DatasetEntry.model_validate(raw or {}), path.parent)
+        except ValidationError as exc:
+            problems += [f"{where}: field {'.'.join(map(str, e['loc'])) or '(entry)'}: {e['msg']}"
+                         for e in exc.errors()]  # fmt: skip
+        except (ManifestError, OSError, KeyError) as exc:
+            problems.append(f"{where}: {exc}")
+    return specs, problems
+
+
+def config_problems() -> list[str]:
+    """What was wrong with the datasets file at the last load (shown in logs and by ``instrec datasets``)."""
+    datasets()
+    return list(_PROBLEMS)
+
+
+_PROBLEMS: list[str] = []
 
 
 @cache
@@ -155,7 +227,12 @@ def datasets() -> dict[str, DatasetSpec]:
             durations=lambda: _list_durations("yt8m_durations.csv"),
         ),  # fmt: skip
     }
-    return {**builtin, **_user_specs()}
+    config = Path(os.environ.get("INSTREC_DATASETS", "instrec_datasets.yaml"))
+    user, problems = _user_specs(config, set(builtin))
+    _PROBLEMS[:] = problems
+    for problem in problems:
+        log.error("datasets file: %s (left out; the other datasets load)", problem)
+    return {**builtin, **user}
 
 
 def load_manifest(name: str, dataset_dir: Path, seed: int = 0) -> Manifest:

@@ -9,9 +9,7 @@ figures without serving files.
 from __future__ import annotations
 
 import base64
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from instrec_pipeline.evaluation.multilabel import (
 )
 from instrec_pipeline.evaluation.paper import normalise_dataset, paper_row
 from instrec_pipeline.evaluation.plots import confusion_png, curves_png, tsne_png
+from instrec_pipeline.store.atomic import atomic_write
 
 DASH = "—"
 
@@ -59,21 +58,6 @@ class Report:
     markdown: str
     files: dict[str, Path]
     scores: dict[str, Scores | MultiLabelScores] = field(default_factory=dict)
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write via a temp file in the same directory + os.replace, so a crash never leaves a half-written file
-    that a later run (or the Dagster UI) would read as valid."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs should be readable like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _safe(key: str) -> str:
@@ -240,7 +224,7 @@ def build_report(
     sections: list[str] = []
 
     def write(name: str, data: bytes) -> None:
-        files[name] = _atomic_write(out_dir / name, data)
+        files[name] = atomic_write(out_dir / name, lambda fh, d=data: fh.write(d))
 
     for r in results:
         probs = np.asarray(r.probs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -38,7 +39,7 @@ import ffmpeg
 import numpy as np
 
 from instrec_pipeline.media.errors import MediaError
-from instrec_pipeline.media.probe import MediaInfo, _probe, _Probed, ffmpeg_path, last_line
+from instrec_pipeline.media.probe import MediaInfo, _probe, _Probed, ffmpeg_path, input_options, last_line
 
 __all__ = [
     "DemuxParams",
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 _GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
 # swscale: exact rounding and full-resolution chroma so colours survive the YUV → RGB conversion.
 _SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
+# Free space kept on the spool's disk besides the spool itself (or 5 % of it, if more): concurrent workers,
+# the store writer and the system need room too, and estimates of compressed audio are not exact.
+_DISK_MARGIN = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,16 @@ class DemuxParams:
 
     ``resize`` is the length the shorter (displayed) side is scaled to, keeping the aspect ratio; then a
     centred ``crop``×``crop`` square is cut (paper: 256 → 224; Inception's native input: 342 → 299).
+    ``max_duration_s`` refuses longer files at probe time: a tiny file can claim hours (one timestamp), and
+    frames, memory and spool grow with the duration. It bounds the work, not the result, so it is not part
+    of what identifies stored features.
     """
 
     fps: float = 1.0
     resize: int = 256
     crop: int = 224
     sample_rates: tuple[int, ...] = (12000, 22050)
+    max_duration_s: float = 7200.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -78,6 +86,8 @@ class DemuxParams:
             raise ValueError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}")
         if any(int(r) != r or r <= 0 for r in self.sample_rates):
             raise ValueError(f"sample rates must be positive integers, got {self.sample_rates}")
+        if not self.max_duration_s > 0:
+            raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
 
 
 @dataclass
@@ -208,10 +218,27 @@ class Spooled:
             yield read_f32(path, start, min(samples, total - start))
 
 
+def _check_disk(job: _Job, spool_dir: Path) -> None:
+    """Refuse before decoding when the spool would not fit: ffmpeg would otherwise fill the disk, fail
+    half-way and starve every other writer on it."""
+    c, duration = job.params.crop, job.probed.info.duration
+    need = job.expected * c * c * 3 + sum(4 * math.ceil(duration * rate) for rate in job.rates)
+    margin = max(_DISK_MARGIN, need // 20)
+    free = shutil.disk_usage(spool_dir).free
+    if need + margin > free:
+        mb = 1 << 20
+        raise job._error(
+            f"not enough disk space to spool: needs {need // mb} MB + {margin // mb} MB margin, "
+            f"{free // mb} MB free in {spool_dir}"
+        )
+
+
 def demux_to_spool(path: Path, params: DemuxParams, spool_dir: Path, batch: int = 64) -> Spooled:
-    """:func:`demux`, but frames and audio go to files in ``spool_dir``: memory stays at one batch."""
+    """:func:`demux`, but frames and audio go to files in ``spool_dir``: memory stays at one batch; the
+    free space there is checked first (:func:`_check_disk`)."""
     spool_dir.mkdir(parents=True, exist_ok=True)
     job = _Job(path, params, with_audio=True)
+    _check_disk(job, spool_dir)
     frames_file = spool_dir / "frames.u8" if job.expected else None
     n = 0
     if frames_file is not None:
@@ -232,7 +259,7 @@ class _Job:
     def __init__(self, path: Path, params: DemuxParams, *, with_audio: bool) -> None:
         self.path = Path(path)
         self.params = params
-        self.probed: _Probed = _probe(self.path)
+        self.probed: _Probed = _probe(self.path, params.max_duration_s)
         info = self.probed.info
         self.expected = expected_frame_count(info.duration, params.fps) if info.has_video else 0
         self.rates = sorted(set(int(r) for r in params.sample_rates)) if with_audio and info.has_audio else []
@@ -244,12 +271,17 @@ class _Job:
 
     def _command(self, tmp: Path) -> tuple[list[str], dict[int, Path]]:
         p, info = self.probed, self.probed.info
-        inp = ffmpeg.input(ffmpeg_path(self.path))
+        inp = ffmpeg.input(ffmpeg_path(self.path), **input_options())
+        # A file whose header claims less than it holds would decode on; stop every output past the limit
+        # (plus tpad's extra period and one of slack, so a file just under it is unaffected).
+        cap = {"t": repr(self.params.max_duration_s + 2 / self.params.fps)}
         outputs = []
         if self.expected:
             video = _video_chain(inp[str(p.video_index)], self.params)
             outputs.append(
-                ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+                ffmpeg.output(
+                    video, "pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **cap
+                )
             )
         files: dict[int, Path] = {}
         if self.rates:
@@ -259,7 +291,9 @@ class _Job:
                 files[rate] = tmp / f"audio_{rate}.f32"
                 resampled = branches[i].filter("aresample", rate, resampler="soxr")
                 outputs.append(
-                    ffmpeg.output(resampled, ffmpeg_path(files[rate]), format="f32le", acodec="pcm_f32le")
+                    ffmpeg.output(
+                        resampled, ffmpeg_path(files[rate]), format="f32le", acodec="pcm_f32le", **cap
+                    )
                 )
         args = ffmpeg.merge_outputs(*outputs).compile()
         return [args[0], *_GLOBAL_ARGS, *args[1:]], files

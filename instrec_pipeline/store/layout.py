@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from instrec_pipeline.store.atomic import atomic_write
 from instrec_pipeline.store.schema import FeatureStore
 
 
@@ -29,15 +29,7 @@ def default_root() -> Path:
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
     """Write next to the target and rename, so a reader never sees half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: table.to_csv(fh, index=False))
 
 
 def read_csv(path: Path) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from torch import nn
 from instrec_pipeline.features.partition import embedding_partition, inception_weights_of
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, Normalise, load_inception
 from instrec_pipeline.store import FINETUNED_EMBEDDINGS, FRAMES, Frames
+from instrec_pipeline.store.atomic import atomic_write
 from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.data import manifest_labels, sample_frames
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
@@ -114,9 +115,7 @@ def finetune_inception(
 
     result = fit(model, optimizer, batches, validate, settings, y_train, len(classes), scheduler=scheduler)
     path = layout.model(dataset, "inception_finetuned")
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.backbone.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: torch.save(model.backbone.state_dict(), fh))
     return path, result
 
 

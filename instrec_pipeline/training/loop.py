@@ -18,6 +18,7 @@ from torch import nn
 
 from instrec_pipeline.evaluation.metrics import hit_at_k
 from instrec_pipeline.evaluation.multilabel import pr_auc_macro
+from instrec_pipeline.store.atomic import atomic_write
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -143,10 +144,8 @@ def save_checkpoint(
     path: Path, model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]
 ) -> None:
     """State dict + plain metadata + extra tensors, loadable with ``torch.load(weights_only=True)``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "meta": meta, "tensors": tensors}, tmp)
-    tmp.replace(path)
+    payload = {"state_dict": model.state_dict(), "meta": meta, "tensors": tensors}
+    atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

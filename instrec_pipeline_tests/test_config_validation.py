@@ -1,0 +1,97 @@
+"""Bad settings and names are reported where they are, with why; the rest keeps working."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from instrec_pipeline.datasets import registry
+from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource
+from instrec_pipeline.settings import settings
+from instrec_pipeline.store.atomic import atomic_write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_malformed_datasets_file_leaves_the_other_datasets(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("video_id,source,label\nv1,a.mp4,a\nv2,b.mp4,b\n")
+    path = tmp_path / "datasets.yaml"
+    path.write_text(
+        "datasets:\n"
+        "  good: {manifest: m.csv}\n"
+        "  nomanifest: {classes: [a]}\n"
+        "  typo: {manifest: m.csv, clases: [a]}\n"
+        "  '../../escape': {manifest: m.csv}\n"
+        "  demo: {manifest: m.csv}\n"
+        "  badtype: {manifest: m.csv, multilabel: maybe}\n"
+    )
+    specs, problems = registry._user_specs(path, {"demo", "fcvid", "yt8m"})
+    assert list(specs) == ["good"] and specs["good"].classes == ("a", "b")
+    assert specs["good"].media_root == tmp_path  # relative to the file
+    text = "\n".join(problems)
+    assert f"{path}: dataset 'nomanifest': field manifest: Field required" in text
+    assert "dataset 'typo': field clases: Extra inputs are not permitted" in text
+    assert "dataset '../../escape': bad name" in text
+    assert "dataset 'demo': bad name (a built-in dataset's name)" in text
+    assert "dataset 'badtype': field multilabel" in text
+    assert len(problems) == 5
+
+
+def test_an_unreadable_datasets_file_is_one_message(tmp_path: Path) -> None:
+    path = tmp_path / "datasets.yaml"
+    path.write_text("datasets: [unclosed\n")
+    specs, problems = registry._user_specs(path, set())
+    assert specs == {} and len(problems) == 1 and str(path) in problems[0]
+
+
+def test_the_code_location_loads_despite_bad_settings_and_datasets(tmp_path: Path) -> None:
+    """A bad ``INSTREC_MAX_FAILED_RATIO`` and datasets file: definitions still load; the CLI says why."""
+    path = tmp_path / "datasets.yaml"
+    path.write_text("datasets:\n  broken: {classes: [a]}\n")
+    env = {**os.environ, "INSTREC_DATASETS": str(path), "INSTREC_MAX_FAILED_RATIO": "abc",
+           "PYTHONPATH": str(REPO)}  # fmt: skip
+    code = "from instrec_pipeline.definitions import defs; print(len(list(defs.assets)))"
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-1000:]
+    listing = subprocess.run([sys.executable, "-m", "instrec_pipeline.cli", "datasets"], env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert listing.returncode == 1 and "demo:" in listing.stdout
+    assert "dataset 'broken': field manifest: Field required" in listing.stderr
+
+
+def test_environment_settings_are_parsed_with_a_clear_message() -> None:
+    assert settings({}).max_failed_ratio == 0.2
+    assert settings({"INSTREC_MAX_FAILED_RATIO": "0.5"}).max_failed_ratio == 0.5
+    for bad in ("abc", "1.5", "-0.1"):
+        with pytest.raises(ValueError, match=f"INSTREC_MAX_FAILED_RATIO='{bad}'"):
+            settings({"INSTREC_MAX_FAILED_RATIO": bad})
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value"),
+    [(MediaResource, "retries", -1), (ComputeResource, "batch_size", 0), (ComputeResource, "workers", 0),
+     (MediaResource, "timeout_s", 0), (ExtractionResource, "fps", 0), (ExtractionResource, "crop", -1),
+     (MediaResource, "max_bytes", 0)],
+)  # fmt: skip
+def test_resource_fields_are_bounded(cls: type, field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        cls(**{field: value})
+
+
+def test_atomic_write_never_leaves_a_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "model.pt"
+    atomic_write(target, lambda fh: fh.write(b"old"))
+
+    def crash(fh: object) -> None:
+        fh.write(b"half")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, crash)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    assert target.stat().st_mode & 0o777 == 0o644
