@@ -18,7 +18,7 @@ from instrec_pipeline.models import AUDIO_TITLES, LateFusionNet
 from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
 from instrec_pipeline.training.data import load_split
-from instrec_pipeline.training.fusion import FusionInputs, fusion_probs, stack_batch
+from instrec_pipeline.training.fusion import EVAL_BATCH, FusionInputs, fusion_probs, stack_batch
 from instrec_pipeline.training.runs import Unimodal, history_arrays, load_audio, load_fusion
 from instrec_pipeline.training.video import video_probs
 
@@ -128,9 +128,12 @@ def _results(
 @torch.no_grad()
 def _fused_embeddings(fusion: LateFusionNet, inputs: FusionInputs, device: torch.device) -> np.ndarray:
     """The fusion's penultimate features per clip (k uniformly spaced frames), for t-SNE."""
-    idx = np.arange(len(inputs.video_ids))
-    v, a = stack_batch(inputs, idx, fusion.k, fusion.video_dim, fusion.audio_dim, rng=None)
-    return fusion.embed(torch.from_numpy(v).to(device), torch.from_numpy(a).to(device)).cpu().numpy()
+    out = []
+    for start in range(0, len(inputs.video_ids), EVAL_BATCH):
+        idx = np.arange(start, min(start + EVAL_BATCH, len(inputs.video_ids)))
+        v, a = stack_batch(inputs, idx, fusion.k, fusion.video_dim, fusion.audio_dim, rng=None)
+        out.append(fusion.embed(torch.from_numpy(v).to(device), torch.from_numpy(a).to(device)).cpu().numpy())
+    return np.concatenate(out)
 
 
 def _stack(per_video: dict[str, np.ndarray], y: np.ndarray, ids: list[str]) -> np.ndarray | None:

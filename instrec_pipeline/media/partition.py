@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from instrec_pipeline.media.errors import MediaError
-from instrec_pipeline.media.fetch import failure_category, fetch
+from instrec_pipeline.media.fetch import FetchPolicy, failure_category, fetch
 from instrec_pipeline.parallel import map_unordered
 from instrec_pipeline.progress import Progress
 
@@ -34,15 +34,20 @@ def fetch_partition(
     timeout: float = 60.0,
     cookies: Path | None = None,
     progress: Progress | None = None,
+    policy: FetchPolicy | None = None,
 ) -> tuple[pd.DataFrame, StageSummary]:
-    """Fetch each row's source into the raw store; returns the table with ``raw_path`` and ``error``."""
+    """Fetch each row's source into the raw store; returns the table with ``raw_path`` and ``error``.
+
+    ``policy``: the dataset's :class:`FetchPolicy` (None: the defaults).
+    """
     summary = StageSummary()
 
     def one(row: tuple[str, str]) -> tuple[str, str]:
         try:
             path = fetch(
-                row[1], raw_root, media_root=media_root, retries=retries, timeout=timeout, cookies=cookies
-            )
+                row[1], raw_root, media_root=media_root, retries=retries, timeout=timeout, cookies=cookies,
+                policy=policy,
+            )  # fmt: skip
             return str(path), ""
         except MediaError as exc:
             return "", exc.reason

@@ -7,7 +7,7 @@ dropped at random (``modality_dropout``) so the fused net learns to work with ei
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +17,9 @@ from torch import nn
 from instrec_pipeline.models import LateFusionNet
 from instrec_pipeline.training.data import sample_frames
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
+
+#: Videos per evaluation batch.
+EVAL_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,8 @@ class FusionInputs:
 
     video_ids: list[str]
     labels: np.ndarray
-    video: dict[str, np.ndarray]
-    audio: dict[str, np.ndarray]
+    video: Mapping[str, np.ndarray]  # computed on access for stored splits (bounded memory)
+    audio: Mapping[str, np.ndarray]
 
 
 def stack_batch(
@@ -86,13 +89,14 @@ def fusion_probs(
 ) -> np.ndarray:
     """Clip probabilities with k uniformly spaced frames; ``use_*=False`` removes a modality (zeros)."""
     model.eval()
-    idx = np.arange(len(inp.video_ids))
-    v, a = stack_batch(inp, idx, model.k, model.video_dim, model.audio_dim, rng=None)
-    if not len(idx):
-        return np.zeros((0, n_classes), np.float32)
-    vt = torch.from_numpy(v).to(device) if use_video else None
-    at = torch.from_numpy(a).to(device) if use_audio else None
-    return activate(model(vt, at), multilabel).cpu().numpy()
+    out = [np.zeros((0, n_classes), np.float32)]
+    for start in range(0, len(inp.video_ids), EVAL_BATCH):  # bounded memory, whatever the split's size
+        idx = np.arange(start, min(start + EVAL_BATCH, len(inp.video_ids)))
+        v, a = stack_batch(inp, idx, model.k, model.video_dim, model.audio_dim, rng=None)
+        vt = torch.from_numpy(v).to(device) if use_video else None
+        at = torch.from_numpy(a).to(device) if use_audio else None
+        out.append(activate(model(vt, at), multilabel).cpu().numpy())
+    return np.concatenate(out)
 
 
 def train_fusion(

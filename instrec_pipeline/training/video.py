@@ -115,16 +115,37 @@ def video_probs(
     return probs
 
 
-@torch.no_grad()
+class FrameFeatures(Mapping[str, np.ndarray]):
+    """The video model's penultimate features per frame (eval mode), the fusion's video input, computed
+    when a video is looked up: memory holds one video's features, not the split's (61k videos × hundreds
+    of frames × 1024 floats would not fit)."""
+
+    def __init__(
+        self, model: FrameClassifier, data: SplitData, norm: Standardizer, device: torch.device
+    ) -> None:
+        self.model, self.rows, self.norm, self.device = model, data.frames, norm, device
+
+    @torch.no_grad()
+    def __getitem__(self, video_id: str) -> np.ndarray:
+        self.model.eval()
+        x = torch.from_numpy(self.norm(self.rows[video_id])).to(self.device)
+        return self.model.embed(x).cpu().numpy()
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self.rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 def frame_embeddings(
     model: FrameClassifier, data: SplitData, norm: Standardizer, device: torch.device
-) -> dict[str, np.ndarray]:
-    """The video model's penultimate features per frame, in eval mode (the fusion's video input)."""
-    model.eval()
-    return {
-        v: model.embed(torch.from_numpy(norm(f)).to(device)).cpu().numpy()
-        for v, f in iter_rows(data.frames, data.video_ids)
-    }
+) -> FrameFeatures:
+    """The video model's per-frame features of a split, computed on demand (see :class:`FrameFeatures`)."""
+    return FrameFeatures(model, data, norm, device)
 
 
 def train_video(
