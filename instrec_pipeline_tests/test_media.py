@@ -26,7 +26,7 @@ import pytest
 import instrec_pipeline.media.fetch as fetch_mod
 from instrec_pipeline.media.demux import DemuxParams, demux, expected_frame_count, frame_instants, iter_frames
 from instrec_pipeline.media.errors import MediaError
-from instrec_pipeline.media.fetch import fetch, source_key
+from instrec_pipeline.media.fetch import FetchPolicy, fetch, source_key
 from instrec_pipeline.media.probe import _rotation, probe
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -272,8 +272,8 @@ def _broken(kind: str, mp4s: Path, tmp: Path) -> Path:
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [("missing", "not found"), ("empty", "empty"), ("random", "Invalid data"), ("text", "Invalid data"),
-     ("directory", "not a regular file"), ("image", "duration"), ("truncated_plain", "moov atom not found"),
-     ("truncated_faststart", "truncated")],
+     ("directory", "not a regular file"), ("image", "unsupported file type '.png'"),
+     ("truncated_plain", "moov atom not found"), ("truncated_faststart", "truncated")],
 )  # fmt: skip
 def test_broken_inputs_raise_media_error(
     mp4s: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, reason: str
@@ -326,6 +326,10 @@ def _store_objects(raw_root: Path) -> list[Path]:
     return [p for p in raw_root.glob("??/*") if p.is_file()]
 
 
+#: The test servers listen on loopback, which fetch refuses by default: allowed as an intranet mirror is.
+LOOPBACK = FetchPolicy(allow_networks=("127.0.0.0/8",))
+
+
 def test_fetch_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     media, raw = tmp_path / "media", tmp_path / "raw"
     (media / "sub dir").mkdir(parents=True)
@@ -334,7 +338,8 @@ def test_fetch_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     digest = _sha(b"video bytes v1")
     out = fetch("sub dir/Clip.MP4", raw, media_root=media)
     assert out == raw / digest[:2] / f"{digest}.mp4" and out.read_bytes() == b"video bytes v1"
-    assert fetch(str(src), raw) == out  # the absolute spelling is the same source
+    anywhere = FetchPolicy(allow_absolute_paths=True)
+    assert fetch(str(src), raw, policy=anywhere) == out  # the absolute spelling is the same source
     entry = json.loads(next((raw / "index").glob("*.json")).read_text())
     assert entry["digest"] == digest and entry["size"] == 14 and entry["mtime_ns"] == src.stat().st_mtime_ns
     assert entry["key"] == source_key(str(src))
@@ -411,42 +416,43 @@ def server() -> Iterator[str]:
 
 def test_fetch_http_is_content_addressed_and_idempotent(server: str, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
-    out = fetch(f"{server}/video.mp4", raw)
+    out = fetch(f"{server}/video.mp4", raw, policy=LOOPBACK)
     digest = _sha(_Handler.body)
     assert out == raw / digest[:2] / f"{digest}.mp4" and out.read_bytes() == _Handler.body
-    assert fetch(f"{server}/video.mp4", raw) == out
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert fetch(f"{server}/video.mp4", raw, policy=LOOPBACK) == out
     assert _Handler.requests["/video.mp4"] == 1  # second call served from the index
     # no extension in the URL: taken from Content-Type
-    assert fetch(f"{server}/watch?v=1", raw).suffix == ".webm"
+    assert fetch(f"{server}/watch?v=1", raw, policy=LOOPBACK).suffix == ".webm"
 
 
 def test_fetch_http_retries_5xx_with_backoff(server: str, tmp_path: Path) -> None:
     t0 = time.monotonic()
-    out = fetch(f"{server}/flaky.mp4", tmp_path / "raw", retries=3, backoff=0.05)
+    out = fetch(f"{server}/flaky.mp4", tmp_path / "raw", retries=3, backoff=0.05, policy=LOOPBACK)
     assert out.read_bytes() == _Handler.body and _Handler.requests["/flaky.mp4"] == 3
     assert time.monotonic() - t0 >= 0.05 + 0.1  # slept 0.05 then 0.1
     _Handler.requests.clear()
     with pytest.raises(MediaError, match="503"):
-        fetch(f"{server}/flaky.mp4", tmp_path / "raw2", retries=1, backoff=0.01)
+        fetch(f"{server}/flaky.mp4", tmp_path / "raw2", retries=1, backoff=0.01, policy=LOOPBACK)
     assert _Handler.requests["/flaky.mp4"] == 2
 
 
 def test_fetch_http_errors_are_not_retried_or_stored(server: str, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     with pytest.raises(MediaError, match="404"):
-        fetch(f"{server}/missing.mp4", raw, backoff=0.01)
+        fetch(f"{server}/missing.mp4", raw, backoff=0.01, policy=LOOPBACK)
     assert _Handler.requests["/missing.mp4"] == 1
     with pytest.raises(MediaError, match="redirect"):
-        fetch(f"{server}/to-ftp", raw, backoff=0.01)
+        fetch(f"{server}/to-ftp", raw, backoff=0.01, policy=LOOPBACK)
     with pytest.raises(MediaError, match="giving up"):
-        fetch("http://127.0.0.1:9/x.mp4", raw, retries=1, backoff=0.01, timeout=2)  # connection refused
+        fetch("http://127.0.0.1:9/x.mp4", raw, retries=1, backoff=0.01, timeout=2, policy=LOOPBACK)  # refused
     assert _store_objects(raw) == []
 
 
 def test_dropped_connection_leaves_nothing_in_the_store(server: str, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     with pytest.raises(MediaError, match="truncated") as excinfo:
-        fetch(f"{server}/drop.mp4", raw, retries=2, backoff=0.01)
+        fetch(f"{server}/drop.mp4", raw, retries=2, backoff=0.01, policy=LOOPBACK)
     assert excinfo.value.video_id == f"{server}/drop.mp4"
     assert _Handler.requests["/drop.mp4"] == 3
     assert _store_objects(raw) == [] and not list((raw / ".tmp").iterdir())
