@@ -71,16 +71,18 @@ class ExtractionResource(ConfigurableResource):
         default=224, gt=0, le=4096, description="Centre-crop size (224 as the paper, 299 Inception's own)"
     )
     inception_weights: str = Field(
-        default="auto", description="auto | imagenet | random | path to a state-dict file"
+        default="auto",
+        description="auto (the dataset's default: ImageNet for fcvid/yt8m, else ImageNet when loadable, "
+        "random otherwise) | imagenet | random | path to a state-dict file",
     )
     frames: Literal["jpeg", "raw"] = Field(
         default="jpeg", description="How frames are kept: jpeg (~15 KB each) or raw RGB (150 KB at 224²)"
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality of kept frames")
-    seed: int = Field(default=0, description="Seed for splits and random initialisation")
+    seed: int = Field(default=0, description="Seed of Inception's random initialisation (weights: random)")
 
     def frame_codec(self) -> FrameCodec:
         return FrameCodec(self.frames, self.jpeg_quality)
 
-    def demux_params(self, sample_rates: tuple[int, ...]) -> DemuxParams:
-        return DemuxParams(fps=self.fps, resize=self.resize, crop=self.crop, sample_rates=sample_rates)
+    def demux_params(self, sample_rates: tuple[int, ...], max_duration_s: float = 7200.0) -> DemuxParams:
+        return DemuxParams(self.fps, self.resize, self.crop, sample_rates, max_duration_s)

@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from instrec_pipeline.assets.common import GPU_STAGE, partition, progress, rate_metadata, writing
 from instrec_pipeline.assets.videos import demux
+from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
 from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
@@ -62,7 +63,10 @@ def frame_embeddings(
     dataset, split = partition(context)
     with writing(context, store):
         group = store.layout.features.group(dataset, split)
-        embedder = FrameEmbedder(extraction.inception_weights, compute.device, compute.batch_size)
+        weights = extraction.inception_weights
+        if weights == "auto":
+            weights = datasets()[dataset].inception_weights
+        embedder = FrameEmbedder(weights, compute.device, compute.batch_size, extraction.seed)
         if embedder.weights.kind == "random":
             context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
         p = progress(context, "frame_embeddings")

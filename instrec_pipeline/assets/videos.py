@@ -33,7 +33,7 @@ def manifest(
     dataset, split = partition(context)
     with writing(context, store):
         layout = store.layout
-        m = load_manifest(dataset, layout.dataset_dir(dataset), seed=extraction.seed)
+        m = load_manifest(dataset, layout.dataset_dir(dataset))
         table = m.table[m.table["split"] == split].reset_index(drop=True)
         path = layout.table(dataset, split, "manifest")
         write_csv_atomic(table, path)
@@ -129,13 +129,14 @@ def demux(
     store: StoreResource,
     compute: ComputeResource,
     extraction: ExtractionResource,
+    media: MediaResource,
 ) -> MaterializeResult:
     """Frames at 1 fps (RGB, resized and centre-cropped) and mono audio at each model's sample rate."""
     dataset, split = partition(context)
     with writing(context, store):
         layout = store.layout
         raw = read_csv(layout.table(dataset, split, "raw_videos"))
-        params = extraction.demux_params(SAMPLE_RATES)
+        params = extraction.demux_params(SAMPLE_RATES, media.max_duration_s)
         group = layout.features.group(dataset, split)
         p = progress(context, "demux")
         with executor(compute.workers, compute.dask_scheduler) as pool:

@@ -89,6 +89,25 @@ def embeddings_shapes_and_values(
     return _result(rows if not rows.passed else quality.same_videos(group, [EMBEDDINGS]))
 
 
+@asset_check(asset=frame_embeddings, partitions_def=dataset_split_partitions, blocking=True)
+def embeddings_from_pretrained_weights(
+    context: AssetCheckExecutionContext, store: StoreResource
+) -> AssetCheckResult:
+    """Datasets compared with the paper (fcvid, yt8m) need ImageNet (or a file's) weights, never random."""
+    dataset, split = split_key(context.partition_key)
+    group = store.layout.features.group(dataset, split, mode="r")
+    params = RaggedArray.read(group, EMBEDDINGS).params
+    required = datasets()[dataset].inception_weights
+    meta = {"weights": params.get("weights", ""), "weights_digest": params.get("weights_digest", "")}
+    if required != "auto" and params.get("weights") == "random":
+        return AssetCheckResult(
+            passed=False, metadata=meta,
+            description=f"{dataset} needs {required} Inception weights; these embeddings are from random "
+            "init: make the weights available offline (README: Inception weights) and re-materialise",
+        )  # fmt: skip
+    return AssetCheckResult(passed=True, metadata=meta, description=f"weights: {params.get('weights')}")
+
+
 checks = [
     train_split_covers_every_class,
     videos_accounted_for,
@@ -96,4 +115,5 @@ checks = [
     frames_and_audio_agree,
     log_mel_shapes_and_values,
     embeddings_shapes_and_values,
+    embeddings_from_pretrained_weights,
 ]

@@ -85,6 +85,12 @@ class DatasetSpec:
     multilabel: bool = False
     #: Known video durations (``video_id → seconds``), to size a partition's disk before extracting it.
     durations: Callable[[], pd.Series] | None = None
+    #: Inception v3 weights when the launchpad leaves ``auto``: the paper's datasets insist on ImageNet
+    #: (random features would make their video and fusion rows meaningless next to the paper's).
+    inception_weights: str = "auto"
+    #: Seed of the train/val/test assignment: part of the dataset, never of a run's config, so every
+    #: partition and sensor computes the same split.
+    split_seed: int = 0
     #: What its sources may reach (see :class:`DatasetEntry`).
     allow_absolute_paths: bool = False
     allow_hosts: tuple[str, ...] = ()
@@ -143,6 +149,8 @@ class DatasetEntry(BaseModel):
     multilabel: bool | None = None
     training: dict[str, dict[str, Any]] = Field(default_factory=dict)
     paper_reference: Literal["fcvid", "yt8m"] | None = None
+    inception_weights: str = "auto"
+    split_seed: int = 0
     #: Local sources may name files outside ``media_root`` (absolute paths, symlinks out of it).
     allow_absolute_paths: bool = False
     #: Hosts and networks (CIDR) that http(s) sources may reach although they are internal addresses.
@@ -165,6 +173,8 @@ def _spec(name: str, entry: DatasetEntry, base: Path) -> DatasetSpec:
         entry.training,
         entry.paper_reference,
         bool(multilabel),
+        inception_weights=entry.inception_weights,
+        split_seed=entry.split_seed,
         allow_absolute_paths=entry.allow_absolute_paths,
         allow_hosts=tuple(entry.allow_hosts),
         allow_networks=tuple(entry.allow_networks),
@@ -219,11 +229,11 @@ def datasets() -> dict[str, DatasetSpec]:
             "demo", DEMO_CLASSES, _read_demo, training=DEMO_TRAINING, paper_reference="fcvid"
         ),
         "fcvid": DatasetSpec(
-            "fcvid", FCVID_CLASSES, _read_fcvid, paper_reference="fcvid",
+            "fcvid", FCVID_CLASSES, _read_fcvid, paper_reference="fcvid", inception_weights="imagenet",
             durations=lambda: _list_durations("fcvid_durations.csv"),
         ),  # fmt: skip
         "yt8m": DatasetSpec(
-            "yt8m", YT8M_CLASSES, _read_yt8m, paper_reference="yt8m",
+            "yt8m", YT8M_CLASSES, _read_yt8m, paper_reference="yt8m", inception_weights="imagenet",
             durations=lambda: _list_durations("yt8m_durations.csv"),
         ),  # fmt: skip
     }
@@ -235,8 +245,8 @@ def datasets() -> dict[str, DatasetSpec]:
     return {**builtin, **user}
 
 
-def load_manifest(name: str, dataset_dir: Path, seed: int = 0) -> Manifest:
-    """Read, validate and split one dataset's manifest (all splits)."""
+def load_manifest(name: str, dataset_dir: Path) -> Manifest:
+    """Read, validate and split one dataset's manifest (all splits, with the dataset's own split seed)."""
     spec = datasets()[name]
     table, rejected = validate(spec.read(dataset_dir), list(spec.classes), multilabel=spec.multilabel)
-    return Manifest(assign_splits(table, seed=seed), rejected, spec.classes)
+    return Manifest(assign_splits(table, seed=spec.split_seed), rejected, spec.classes)

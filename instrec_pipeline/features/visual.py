@@ -136,9 +136,11 @@ class Normalise(nn.Module):
 class FrameEmbedder:
     """Batched frame → 2048-d embedding, on the GPU when there is one."""
 
-    def __init__(self, weights: str = "auto", device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self, weights: str = "auto", device: str = "auto", batch_size: int = 64, seed: int = 0
+    ) -> None:
         self.device = resolve_device(device)
-        model, self.weights = load_inception(weights)
+        model, self.weights = load_inception(weights, seed)
         self.batch_size = batch_size
         self.cuda = self.device.type == "cuda"
         # Channels-last on every device: frames arrive as NHWC, and oneDNN (CPU) as cuDNN (GPU) run

@@ -481,11 +481,13 @@ def _download_once(
 def _with_retries(fn: Callable[[], Any], source: str, retries: int, backoff: float, budget: _Budget) -> Any:
     """Call ``fn`` up to ``retries + 1`` times, sleeping ``backoff · 2^k`` between attempts, all within the
     budget's deadline (past it, the deadline is the reason rather than the failure it cut short)."""
+    last: _Retryable | None = None
     for attempt in range(retries + 1):
         try:
+            budget.left(last=last)
             return fn()
         except _Retryable as exc:
-            left = budget.left(last=exc)
+            last, left = exc, budget.left(last=exc)
             if attempt == retries:
                 raise MediaError(f"giving up after {attempt + 1} attempts: {exc}", source) from exc
             time.sleep(min(backoff * 2**attempt, left))
