@@ -187,7 +187,7 @@ def test_finetuning_inception_feeds_the_video_model(
 
     # Only the last blocks moved; the saved backbone is a plain Inception v3 the extractor can load.
     start, _ = load_inception(
-        inception_weights_of(layout.features.modality("tiny", "train", "embeddings").params)
+        *inception_weights_of(layout.features.modality("tiny", "train", "embeddings").params)
     )
     tuned, loaded = load_inception(meta["inception_weights"])
     assert loaded.kind == "file"

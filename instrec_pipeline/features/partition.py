@@ -161,7 +161,7 @@ def _blocks(pieces: list[tuple[str, int, int, bool]], rows: int) -> list[list[tu
     return [b for b in blocks if b]
 
 
-def embedding_params(w: LoadedWeights, source: RaggedArray) -> dict[str, str]:
+def embedding_params(w: LoadedWeights, source: RaggedArray) -> dict[str, str | int]:
     """What identifies stored embeddings: the model, its weights and the frames they came from."""
     return {
         "model": "inception_v3",
@@ -169,13 +169,16 @@ def embedding_params(w: LoadedWeights, source: RaggedArray) -> dict[str, str]:
         "weights": w.kind,
         "weights_source": w.source,
         "weights_digest": w.digest,
+        **({"seed": w.seed} if w.kind == "random" else {}),
         "source": source.params_digest,
     }
 
 
-def inception_weights_of(params: dict[str, str]) -> str:
-    """The ``weights`` argument that rebuilds the Inception v3 behind stored embeddings."""
-    return {"imagenet": "imagenet", "random": "random"}.get(params["weights"], params["weights_source"])
+def inception_weights_of(params: dict[str, str | int]) -> tuple[str, int]:
+    """The ``weights`` and ``seed`` arguments that rebuild the Inception v3 behind stored embeddings."""
+    kind = str(params["weights"])
+    weights = kind if kind in ("imagenet", "random") else str(params["weights_source"])
+    return weights, int(params.get("seed", 0))
 
 
 def embedding_partition(

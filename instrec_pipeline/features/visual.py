@@ -38,6 +38,7 @@ class LoadedWeights:
     kind: str  # "imagenet" | "file" | "random"
     source: str  # torchvision enum name, file path or "random init"
     digest: str  # identifies the weights, so a change re-extracts
+    seed: int = 0  # of a random init: what rebuilds the same network later (predict, fine-tuning)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -77,7 +78,7 @@ def load_inception(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, Loa
         model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=True)
         _calibrate_batch_norm(model, seed)
         loaded = LoadedWeights(
-            "random", f"random init (seed {seed}), BN calibrated on noise", f"random-{seed}"
+            "random", f"random init (seed {seed}), BN calibrated on noise", f"random-{seed}", seed
         )
     elif weights not in ("auto", "imagenet"):
         path = Path(os.path.expanduser(weights))

@@ -81,7 +81,7 @@ def finetune_inception(
     if not train_ids:
         raise ValueError("no training video has frames: cannot fine-tune Inception")
     start = layout.features.modality(dataset, "train", "embeddings").params
-    backbone, _ = load_inception(inception_weights_of(start))
+    backbone, _ = load_inception(*inception_weights_of(start))
     model = InceptionClassifier(backbone.to(memory_format=torch.channels_last), len(classes)).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9)
