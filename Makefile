@@ -71,7 +71,7 @@ bench: setup
 bench-backfill: setup
 	$(PY) bench/backfill.py --dataset demo
 
-# Cost per video and memory at 10-100× the size, and a projection for FCVID and YouTube-8M (about 1.5 h;
-# `$(PY) bench/scale.py --quick` takes minutes).
+# Cost per video and memory at 10-100× the size, and a projection for FCVID and YouTube-8M (1-2 h on
+# 2 cores; `$(PY) bench/scale.py --quick` takes 4-7 min).
 bench-scale: setup
 	$(PY) bench/scale.py

@@ -147,7 +147,9 @@ def store_overhead(sizes: Sequence[int], repeats: int, work: Path) -> dict[str, 
     rows: list[dict[str, Any]] = []
     for n in sizes:
         best: dict[str, float] = {}
-        for r in range(repeats):  # the minimum of a few runs: the machine is shared
+        # The minimum of a few runs (the machine is shared); small sizes get more runs, up to 10, so each
+        # size is timed over a similar volume.
+        for r in range(min(10, max(repeats, repeats * max(sizes) // n))):
             d = work / f"store_{n}_{r}"
             t_store, t_commit, chunk = _time_store(n, pool, d / "ragged.zarr")
             t_base = _time_baseline(n, pool, d / "plain.zarr", chunk)
@@ -162,7 +164,7 @@ def store_overhead(sizes: Sequence[int], repeats: int, work: Path) -> dict[str, 
             "store_MB_per_s": round(mb / best["store"], 1), "plain_MB_per_s": round(mb / best["base"], 1),
         })  # fmt: skip
     title = f"1. Store overhead per video per modality ({STORE_ROWS}×{STORE_DIM} float32 a video, min of"
-    frame = table(rows, f"{title} {repeats} runs)")
+    frame = table(rows, f"{title} {repeats}+ runs)")
     over = frame["overhead_ms_per_video"].tolist()
     print(f"   overhead {over[0]:.3f} → {over[-1]:.3f} ms per video: ratio {ratio(over[-1], over[0]):.2f} "
           f"(target ≤ 5 ms, flat)")  # fmt: skip
@@ -259,14 +261,14 @@ def materialise(name: str, root: Path, device: str, weights: str) -> dict[str, A
 
 def fit_stage_costs(
     short: dict[int, dict[str, Any]], long: dict[str, Any], long_n: int, long_s: float
-) -> dict:
+) -> dict[str, dict[str, float]]:
     """Per stage: fixed seconds per partition, seconds per video and per second of video.
 
     A line through the short-video sizes gives the fixed (per-partition) and per-video costs; the long
     videos then give the per-second cost beyond a 1-s video's. Noise can push a term below zero: clamped.
     """
     sizes = sorted(short)
-    model = {}
+    model: dict[str, dict[str, float]] = {}
     for stage in EXTRACTION_ASSETS:
         y = [short[n]["steps"][stage] for n in sizes]
         per_video, fixed = np.polyfit(sizes, y, 1)
@@ -315,10 +317,15 @@ def extraction(args: argparse.Namespace, work: Path, plan: dict[str, tuple[Path,
     lr = runs["scalelong"]
     emb_fps = 1 / model["frame_embeddings"]["per_s"] if model["frame_embeddings"]["per_s"] else float("nan")
     fitted = [
-        {"asset": s, "fixed s/partition": round(m["fixed_s"], 2),
-         "ms/video": round(m["per_video_s"] * 1e3, 1), "ms per s of video": round(m["per_s"] * 1e3, 2)}
+        {
+            "asset": s,
+            "fixed s/partition": round(m["fixed_s"], 2),
+            "ms/video": round(m["per_video_s"] * 1e3, 1),
+            "ms per s of video": round(m["per_s"] * 1e3, 2),
+            "long run s": round(lr["steps"][s], 2),
+        }
         for s, m in model.items()
-    ]  # fmt: skip
+    ]
     table(fitted, f"   fitted cost model (sizes {lo}, {hi}; long: {args.long_videos} × {args.long_seconds} s "
                   f"took {lr['wall']:.0f} s, {lr['frames']} frames)")  # fmt: skip
     demux_core = model["demux"]["per_s"] * os.cpu_count()
@@ -622,9 +629,9 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--videos", type=int, nargs="+", help="figure 2 sizes (default 1000 5000)")
     parser.add_argument(
-        "--long-videos", type=int, help="figure 2: long videos for per-second rates (default 4)"
+        "--long-videos", type=int, help="figure 2: long videos for per-second rates (default 8)"
     )
-    parser.add_argument("--long-seconds", type=int, help="figure 2: their length (default 120)")
+    parser.add_argument("--long-seconds", type=int, help="figure 2: their length (default 180)")
     parser.add_argument(
         "--device", default="cpu", help="figure 2: compute.device (the projection assumes cpu)"
     )
@@ -633,14 +640,15 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-videos", type=int, default=20, help="figure 3: videos in the val split")
     parser.add_argument("--train-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # Long videos: enough seconds that their per-second cost stands well above the noise of the fit.
     quick = {
         "appends": [1000, 10000],
         "videos": [50, 200],
-        "long_videos": 2,
-        "long_seconds": 30,
+        "long_videos": 4,
+        "long_seconds": 60,
         "hours": [1, 5],
     }
-    full = {"appends": [1000, 100000], "videos": [1000, 5000], "long_videos": 4, "long_seconds": 120,
+    full = {"appends": [1000, 100000], "videos": [1000, 5000], "long_videos": 8, "long_seconds": 180,
             "hours": [10, 100]}  # fmt: skip
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:

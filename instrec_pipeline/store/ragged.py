@@ -138,6 +138,9 @@ class RaggedArray:
     def __init__(self, group: zarr.Group) -> None:
         self.group = group
         committed = dict(group.attrs.get("committed", {"videos": 0, "rows": 0}))
+        # Opened once (each lookup re-reads Zarr's metadata), and after the commit record: the arrays have
+        # grown to cover it before it was written.
+        self.data: zarr.Array = group["data"]
         n, rows = int(committed["videos"]), int(committed["rows"])
         self._ids: list[str] = [str(v) for v in group["video_id"][:n]] if n else []
         self._offsets: list[int] = [int(x) for x in group["offsets"][: n + 1]] if n else [0]
@@ -227,7 +230,7 @@ class RaggedArray:
 
     @property
     def row_shape(self) -> tuple[int, ...]:
-        return tuple(self.group["data"].shape[1:])
+        return tuple(self.data.shape[1:])
 
     @property
     def video_ids(self) -> list[str]:
@@ -266,7 +269,7 @@ class RaggedArray:
         """Rows ``start:stop`` of ``data`` (committing first if they are still in this writer's buffer)."""
         if stop > self._offsets[self._committed]:
             self.commit()
-        return self.group["data"][start:stop]
+        return self.data[start:stop]
 
     def iter_videos(
         self, video_ids: Iterable[str] | None = None, max_bytes: int = READ_BYTES
@@ -276,7 +279,7 @@ class RaggedArray:
         chunk is decompressed about once."""
         wanted = self._ids if video_ids is None else [v for v in video_ids if v in self._index]
         spans = sorted((self.span(v), v) for v in wanted)
-        data = self.group["data"]
+        data = self.data
         item = 16_384 if data.dtype == object else data.dtype.itemsize  # encoded rows: a JPEG's size
         row_bytes = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * item)
         limit = max(1, max_bytes // row_bytes)
@@ -312,7 +315,7 @@ class RaggedArray:
                     shape = chunk.shape[1:]
                     raise ValueError(f"{video_id}: rows of shape {shape}, expected {self.row_shape}")
                 if len(chunk):
-                    data.add(np.asarray(chunk, dtype=self.group["data"].dtype))
+                    data.add(np.asarray(chunk, dtype=self.data.dtype))
                     end += len(chunk)
         except BaseException:
             data.truncate(self._offsets[-1])  # the next video's rows start where the index ends
@@ -334,11 +337,11 @@ class RaggedArray:
         """The in-memory last chunks, loaded from the committed state on the first write."""
         if self._tails is None:
             g, n, rows = self.group, self._committed, self._offsets[self._committed]
-            d0 = rows - rows % g["data"].chunks[0]
+            d0 = rows - rows % self.data.chunks[0]
             i0 = n - n % g["video_id"].chunks[0]  # ids 0..n-1
             o0 = (n + 1) - (n + 1) % g["offsets"].chunks[0]  # offsets 0..n
             self._tails = (
-                _Tail(g["data"], d0, [g["data"][d0:rows]] if rows > d0 else []),
+                _Tail(self.data, d0, [self.data[d0:rows]] if rows > d0 else []),
                 _Tail(g["video_id"], i0, [np.array(self._ids[i0:n], dtype=object)]),
                 _Tail(g["offsets"], o0, [np.array(self._offsets[o0 : n + 1], dtype=np.int64)]),
             )

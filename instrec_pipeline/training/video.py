@@ -16,7 +16,14 @@ from torch import nn
 
 from instrec_pipeline.features.visual import EMBEDDING_DIM
 from instrec_pipeline.models import FrameClassifier
-from instrec_pipeline.training.data import BlockStream, SplitData, iter_rows, nbytes, sample_frames
+from instrec_pipeline.training.data import (
+    BLOCK_BYTES,
+    BlockStream,
+    SplitData,
+    iter_rows,
+    nbytes,
+    sample_frames,
+)
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 
@@ -155,7 +162,7 @@ def train_video(
     ids = [v for v in train.video_ids if v in train.frames]
     if not ids:
         raise ValueError("no training video has frames: cannot train the video model")
-    norm = Standardizer.fit(_blocks_of(train.frames, ids, cfg.stream_budget_bytes // 4))
+    norm = Standardizer.fit(_blocks_of(train.frames, ids, BLOCK_BYTES))
     row_bytes = EMBEDDING_DIM * 4
     stream = BlockStream(
         train.frames, ids, norm, lambda v: nbytes(train.frames, v, row_bytes),
