@@ -108,9 +108,7 @@ def test_sigmoid_training_learns_label_sets_and_is_reproducible() -> None:
     np.testing.assert_array_equal(probs >= 0.5, val.labels.astype(bool))
 
 
-def test_a_user_dataset_is_multilabel_when_its_manifest_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_user_dataset_is_multilabel_when_its_manifest_says_so(tmp_path: Path) -> None:
     from instrec_pipeline.datasets.registry import _user_specs
 
     (tmp_path / "one.csv").write_text("video_id,source,label\na,a.mp4,cello\nb,b.mp4,flute\n")
@@ -119,8 +117,8 @@ def test_a_user_dataset_is_multilabel_when_its_manifest_says_so(
         "datasets:\n  one: {manifest: one.csv}\n  many: {manifest: many.csv}\n"
         "  forced: {manifest: one.csv, multilabel: true}\n"
     )
-    monkeypatch.setenv("INSTREC_DATASETS", str(tmp_path / "d.yaml"))
-    specs = _user_specs()
+    specs, problems = _user_specs(tmp_path / "d.yaml", set())
+    assert not problems
     assert not specs["one"].multilabel and specs["many"].multilabel and specs["forced"].multilabel
     assert specs["many"].classes == ("cello", "flute", "piano")  # labels found, split and sorted
 

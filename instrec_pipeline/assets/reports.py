@@ -1,6 +1,8 @@
 """evaluation_report: every model's test-split scores beside the paper's, shown in the Dagster UI."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+import math
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
 from instrec_pipeline.assets.models import audio_models, fusion_model
 from instrec_pipeline.datasets.registry import datasets
@@ -11,11 +13,18 @@ from instrec_pipeline.partitions import dataset_partitions
 from instrec_pipeline.resources import ComputeResource, StoreResource
 
 
+def _cell(value: object) -> str | int | float | bool | None:
+    """A summary value as a table cell (NaN → empty)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
 @asset(
     partitions_def=dataset_partitions,
     group_name="reports",
     deps=[fusion_model, *audio_models],
-    code_version="2",  # 2: multi-label reports
+    code_version="3",  # 2: multi-label reports; 3: intervals, floors, flags, provenance
 )
 def evaluation_report(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
@@ -31,10 +40,18 @@ def evaluation_report(
         list(AUDIO_MODELS),
         resolve_device(compute.device),
         paper_dataset=spec.paper_reference,
+        extra_provenance={"split": f"assigned with the dataset's split seed {spec.split_seed}"},
     )
     metadata: dict[str, object] = {
         "report": MetadataValue.md(report.markdown),
         "path": MetadataValue.path(str(report.files["report.md"])),
+        "flags": sum(len(f) for f in report.flags.values()),
+        "flagged_rows": MetadataValue.json(report.flags),
+        "comparisons": MetadataValue.md("\n".join(f"- {c}" for c in report.comparisons) or "none"),
+        "summary": MetadataValue.table(
+            records=[TableRecord({k: _cell(v) for k, v in r.items()})
+                     for r in report.summary.to_dict("records")],
+        ),
     }
     for key, s in report.scores.items():
         name, value = s.headline()

@@ -12,10 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from instrec_pipeline.datasets.manifest import SPLITS
+from instrec_pipeline.evaluation.metrics import score
 from instrec_pipeline.evaluation.multilabel import tune_thresholds
+from instrec_pipeline.evaluation.probes import linear_probe
 from instrec_pipeline.evaluation.report import ModelResult, Report, build_report
 from instrec_pipeline.models import AUDIO_TITLES, LateFusionNet
-from instrec_pipeline.store.layout import Layout
+from instrec_pipeline.store import FRAMES, logmel_modality_name
+from instrec_pipeline.store.layout import Layout, read_csv
 from instrec_pipeline.training.audio import audio_embeddings, audio_probs
 from instrec_pipeline.training.data import load_split
 from instrec_pipeline.training.fusion import EVAL_BATCH, FusionInputs, fusion_probs, stack_batch
@@ -31,6 +35,7 @@ def evaluate_dataset(
     device: torch.device,
     out_dir: Path | None = None,
     paper_dataset: str | None = None,
+    extra_provenance: dict[str, str] | None = None,
 ) -> Report:
     """Test-split predictions of every model → :func:`build_report` (files under the dataset's report dir).
 
@@ -39,13 +44,45 @@ def evaluate_dataset(
     fusion, fusion_meta = load_fusion(layout, dataset, device)
     uni = Unimodal.load(layout, dataset, fusion_meta["audio_model"], device)
     results = _results(layout, dataset, "test", classes, audio_names, uni, (fusion, fusion_meta), device)
+    inputs = {r.key: r for r in results if r.key in (uni.audio_name, "video")}
     if uni.audio_cfg.multilabel:  # scores only: no embeddings for t-SNE from val
         val = _results(
             layout, dataset, "val", classes, audio_names, uni, (fusion, fusion_meta), device, False
         )
         for r, v in zip(results, val, strict=True):
             r.thresholds = tune_thresholds(v.y_true, v.probs)
-    return build_report(dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset)
+    return build_report(
+        dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset,
+        provenance={**provenance(layout, dataset, uni), **(extra_provenance or {})},
+        comparisons=[] if uni.audio_cfg.multilabel else [("fusion", "score_average"),
+                                                         ("fusion", _best(inputs))],
+    )  # fmt: skip
+
+
+def _best(rows: dict[str, ModelResult]) -> str:
+    """The unimodal input the fusion must beat: the better of its audio net and the video model."""
+    return max(rows, key=lambda k: score(rows[k].y_true, rows[k].probs).hit1)
+
+
+def provenance(layout: Layout, dataset: str, uni: Unimodal) -> dict[str, str]:
+    """What produced the numbers: weights, extraction parameters, and how much of each split was obtained."""
+    store = layout.features
+    emb_modality = store.modality(dataset, "train", uni.embeddings)
+    emb = emb_modality.params
+    frames = store.modality(dataset, "train", FRAMES).params
+    mel = store.modality(dataset, "train", logmel_modality_name(uni.audio_cfg.mel.name))
+    obtained = []
+    for split in SPLITS:
+        wanted = len(read_csv(layout.table(dataset, split, "manifest")))
+        obtained.append(f"{split} {len(store.modality(dataset, split, FRAMES))}/{wanted}")
+    return {
+        "Inception v3 weights": f"{emb.get('weights')}: {emb.get('weights_source')} "
+        f"(digest {emb.get('weights_digest')}); embeddings `{uni.embeddings}` {emb_modality.params_digest}",
+        "frames": ", ".join(f"{k} {frames[k]}" for k in ("fps", "resize", "crop", "codec", "quality")
+                            if k in frames),
+        f"log-mel ({uni.audio_cfg.mel.name})": f"parameters {mel.params_digest}",
+        "videos obtained (stored / manifest)": ", ".join(obtained),
+    }
 
 
 def _results(
@@ -68,6 +105,10 @@ def _results(
     y = data.labels
     results: list[ModelResult] = []
     audio_main = None
+    weights = layout.features.modality(dataset, "train", uni.embeddings).params.get("weights")
+    marks = ("random Inception weights",) if weights == "random" else ()
+    floors = not multilabel and features  # the test split's report (val only tunes thresholds)
+    train = uni.split(layout, dataset, "train", classes) if floors else None
     for name in audio_names:
         model, cfg, meta = load_audio(layout, dataset, name, device)
         own = data if cfg.mel == uni.audio_cfg.mel else load_split(layout, dataset, split, classes, cfg.mel,
@@ -81,6 +122,7 @@ def _results(
                 probs,
                 history_arrays(meta),
                 _stack(audio_embeddings(model, own, cfg, device), y, data.video_ids) if features else None,
+                floors=("probe_audio",) if floors else (),
             )
         )
         if name == uni.audio_name:
@@ -96,6 +138,8 @@ def _results(
             p_video,
             history_arrays(uni.video_meta),
             _stack(clip_frames, y, data.video_ids) if features else None,
+            floors=("probe_video",) if floors else (),
+            marks=marks,
         )
     )
 
@@ -110,18 +154,31 @@ def _results(
             fused_probs(),
             history_arrays(fusion_meta),
             _fused_embeddings(fusion, inputs, device) if features else None,
+            floors=("score_average", uni.audio_name, "video"),
+            marks=marks,
         )
     )
     if audio_main is not None:
         results.append(
-            ModelResult("score_average", "Score averaging (audio, video)", y, (audio_main + p_video) / 2)
+            ModelResult(
+                "score_average", "Score averaging (audio, video)", y, (audio_main + p_video) / 2, marks=marks
+            )
         )
     results.append(
-        ModelResult("fusion_no_audio", "Late fusion, audio removed (zeros)", y, fused_probs(use_audio=False))
+        ModelResult("fusion_no_audio", "Late fusion, audio removed (zeros)", y, fused_probs(use_audio=False),
+                    marks=marks)  # fmt: skip
     )
     results.append(
-        ModelResult("fusion_no_video", "Late fusion, video removed (zeros)", y, fused_probs(use_video=False))
+        ModelResult("fusion_no_video", "Late fusion, video removed (zeros)", y, fused_probs(use_video=False),
+                    marks=marks)  # fmt: skip
     )
+    if train is not None:
+        title = "Floor: logistic regression on {} (mean, std per video)"
+        results.append(ModelResult("probe_audio", title.format(f"{uni.audio_cfg.mel.name} log-mel bands"), y,
+                                   linear_probe(train, data, lambda d: d.audio, n)))  # fmt: skip
+        p_probe = linear_probe(train, data, lambda d: d.frames, n)
+        results.append(ModelResult("probe_video", title.format("Inception embeddings"), y, p_probe,
+                                   marks=marks))  # fmt: skip
     return results
 
 

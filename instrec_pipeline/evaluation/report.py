@@ -26,6 +26,7 @@ from instrec_pipeline.evaluation.multilabel import (
 )
 from instrec_pipeline.evaluation.paper import normalise_dataset, paper_row
 from instrec_pipeline.evaluation.plots import confusion_png, curves_png, tsne_png
+from instrec_pipeline.evaluation.uncertainty import Interval, bootstrap_intervals, paired_bootstrap
 from instrec_pipeline.store.atomic import atomic_write
 
 DASH = "—"
@@ -43,6 +44,11 @@ class ModelResult:
     features: np.ndarray | None = None
     #: Multi-label only: per-class decision thresholds, tuned on the val split.
     thresholds: np.ndarray | None = None
+    #: Keys of rows this one should beat (its linear floor, its inputs); a row below one is flagged.
+    floors: tuple[str, ...] = ()
+    #: Departures from the paper's setup shown beside the row (e.g. random Inception weights); a marked
+    #: row gets no paper columns: its numbers do not compare with the paper's.
+    marks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Report:
     markdown: str
     files: dict[str, Path]
     scores: dict[str, Scores | MultiLabelScores] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+    comparisons: list[str] = field(default_factory=list)
 
 
 def _safe(key: str) -> str:
@@ -117,16 +125,23 @@ _SINGLE_HEADER = [
 _MULTI_HEADER = ["ROC-AUC macro", "PR-AUC macro", "F1 micro", "F1 macro"]
 
 
+def _with_ci(x: float, ci: Interval) -> str:
+    return f"{_pct(x)} [{_pct(ci.low)}, {_pct(ci.high)}]"
+
+
 def _single_row(r: ModelResult, probs: np.ndarray, class_names: list[str], reference: str) -> _Row:
     n_classes = len(class_names)
     s = score(r.y_true, probs)
-    p = paper_row(r.key, reference)
+    p = None if r.marks else paper_row(r.key, reference)
+    ci = bootstrap_intervals(np.asarray(r.y_true), probs)
     summary = {
         "hit1": s.hit1,
         "hit3": s.hit3,
         "f1_macro": s.f1_macro,
         "f1_weighted": s.f1_weighted,
         "n": s.n,
+        **{f"{m}_ci{end}": getattr(ci[m], end) for m in ci for end in ("low", "high")},
+        "marks": "; ".join(r.marks),
         "paper_hit1": round(p.hit1 / 100.0, 4) if p else np.nan,
         "paper_hit3": round(p.hit3 / 100.0, 4) if p else np.nan,
         "paper_f1": round(p.f1 / 100.0, 4) if p else np.nan,
@@ -135,18 +150,19 @@ def _single_row(r: ModelResult, probs: np.ndarray, class_names: list[str], refer
         "chance_hit3": min(3, n_classes) / n_classes,
     }
     cells = [
-        _pct(s.hit1),
-        _pct(s.hit3),
-        _pct(s.f1_macro),
+        _with_ci(s.hit1, ci["hit1"]),
+        _with_ci(s.hit3, ci["hit3"]),
+        _with_ci(s.f1_macro, ci["f1_macro"]),
         _pct(s.f1_weighted),
         _paper_pct(p.hit1 if p else None),
         _paper_pct(p.hit3 if p else None),
         _paper_pct(p.f1 if p else None),
-        (p.model if p else None) or DASH,
+        (p.model if p else None) or (f"{DASH} ({'; '.join(r.marks)})" if r.marks else DASH),
     ]
     headline = (
-        f"Hit@1 {_pct(s.hit1)} · Hit@3 {_pct(s.hit3)} · F1 macro {_pct(s.f1_macro)} · "
-        f"F1 weighted {_pct(s.f1_weighted)} · n = {s.n}"
+        f"Hit@1 {_with_ci(s.hit1, ci['hit1'])} · Hit@3 {_with_ci(s.hit3, ci['hit3'])} · "
+        f"F1 macro {_with_ci(s.f1_macro, ci['f1_macro'])} · F1 weighted {_pct(s.f1_weighted)} · n = {s.n} "
+        "(95% bootstrap intervals over the test clips)"
     )
     table = per_class_table(r.y_true, probs, class_names)
     return _Row(s, summary, cells, headline, table, confusion(r.y_true, probs, n_classes))
@@ -192,6 +208,8 @@ def build_report(
     results: list[ModelResult],
     out_dir: Path,
     paper_dataset: str | None = None,
+    provenance: dict[str, str] | None = None,
+    comparisons: Sequence[tuple[str, str]] = (),
 ) -> Report:
     """Score every model, write CSV/PNG/markdown into out_dir and return them.
 
@@ -199,6 +217,10 @@ def build_report(
     made of FCVID classes, is shown beside FCVID's numbers for reference. Multi-label results (multi-hot
     ``y_true`` and val-tuned ``thresholds``) get ROC-AUC, PR-AUC and F1 micro/macro instead, and no paper
     columns: the paper is single-label.
+
+    Single-label rows carry 95% bootstrap intervals; ``comparisons`` (pairs of keys ``(a, b)``) get a
+    paired bootstrap of a − b; a row below one of its ``floors`` is flagged; ``provenance`` (what weights,
+    parameters and data produced the numbers) heads the report.
 
     Writes ``report.md``, ``summary.csv`` and per model ``per_class_<key>.csv``, ``confusion_<key>.png``,
     ``curves_<key>.png`` (if history) and ``tsne_<key>.png`` (if features); multi-label reports also
@@ -261,6 +283,13 @@ def build_report(
             f"{_per_class_md(row.per_class)}\n\n" + "\n\n".join(images)
         )
 
+    flags = _flags(results, all_scores)
+    compared = [] if multilabel else _compare(results, comparisons)
+    for row, r in zip(summary_rows, results, strict=True):
+        row["flags"] = "; ".join(flags.get(r.key, []))
+    for cells, r in zip(table_rows, results, strict=True):
+        marks = [*(["⚠ " + f for f in flags.get(r.key, [])]), *(f"† {m}" for m in r.marks)]
+        cells[0] = f"{cells[0]} {' '.join(marks)}".rstrip()
     summary = pd.DataFrame(summary_rows)
     write("summary.csv", summary.to_csv(index=False).encode())
     if multilabel:
@@ -285,9 +314,47 @@ def build_report(
             )
         )
     summary_md = _md_table(header, table_rows, ["l", *"r" * (len(header) - 2), "l"])
+    origin = "\n".join(f"- **{k}**: {_md_cell(v)}" for k, v in (provenance or {}).items())
+    checks = "\n".join(f"- `{k}`: {f}" for k, fs in flags.items() for f in fs) or "none"
     markdown = (
         f"# Instrument recognition — {_md_cell(ds_name)}\n\n{intro}\n\n"
-        f"## Summary\n\n{summary_md}\n\n" + "\n\n".join(sections) + "\n"
-    )
+        + (f"## Provenance\n\n{origin}\n\n" if origin else "")
+        + f"## Summary\n\n{summary_md}\n\n"
+        + ("Scores as `value [95% interval]` (bootstrap over the test clips). † marks a setup that departs "
+           "from the paper's; such rows get no paper columns.\n\n" if not multilabel else "")
+        + ("## Comparisons (paired bootstrap)\n\n" + "\n".join(f"- {c}" for c in compared) + "\n\n"
+           if compared else "")
+        + f"## Flags\n\n{checks}\n\n"
+        + "\n\n".join(sections) + "\n"
+    )  # fmt: skip
     write("report.md", markdown.encode("utf-8"))
-    return Report(summary=summary, markdown=markdown, files=files, scores=all_scores)
+    return Report(summary, markdown, files, all_scores, flags, compared)
+
+
+def _flags(results: list[ModelResult], scores: dict[str, Scores | MultiLabelScores]) -> dict[str, list[str]]:
+    """Rows below one of their floors (a linear probe, score averaging, their own inputs)."""
+    out: dict[str, list[str]] = {}
+    for r in results:
+        name, mine = scores[r.key].headline()
+        for floor in r.floors:
+            theirs = scores[floor].headline()[1] if floor in scores else None
+            if theirs is not None and mine < theirs - 1e-12:
+                out.setdefault(r.key, []).append(f"below `{floor}` ({name} {_pct(mine)} < {_pct(theirs)})")
+    return out
+
+
+def _compare(results: list[ModelResult], pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """One line per pair: the difference in Hit@1 with its paired-bootstrap interval and p."""
+    by_key = {r.key: r for r in results}
+    lines = []
+    for a, b in pairs:
+        if a in by_key and b in by_key:
+            c = paired_bootstrap(np.asarray(by_key[a].y_true), by_key[a].probs, by_key[b].probs)
+            low, high = c.interval.low, c.interval.high
+            verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+            lines.append(
+                f"`{a}` − `{b}`: Hit@1 {100 * c.diff:+.2f} points, 95% interval "
+                f"[{100 * c.interval.low:+.2f}, {100 * c.interval.high:+.2f}], p(not better) = "
+                f"{c.p_not_better:.3f}: {verdict}"
+            )
+    return lines
