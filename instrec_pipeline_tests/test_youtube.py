@@ -21,7 +21,7 @@ import pytest
 
 import instrec_pipeline.media.fetch as fetch_mod
 from instrec_pipeline.media.errors import MediaError
-from instrec_pipeline.media.fetch import YT_FORMAT, failure_category, fetch
+from instrec_pipeline.media.fetch import YT_FORMAT, FetchPolicy, failure_category, fetch
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
@@ -182,6 +182,25 @@ def test_rate_limit_is_retried_with_backoff(server: str, clip: bytes, tmp_path: 
     assert _Handler.requests["/limited.mp4"] == 2
 
 
+def test_rate_limit_retries_stop_at_the_deadline(server: str, tmp_path: Path) -> None:
+    _Handler.limited = 10**6
+    t0 = time.monotonic()
+    with pytest.raises(MediaError, match=r"no complete download within deadline_s=1\.5 s .*429") as exc:
+        _download(f"{server}/limited.mp4", tmp_path / "raw", retries=50, backoff=1,
+                  policy=FetchPolicy(deadline_s=1.5))  # fmt: skip
+    assert 1.5 <= time.monotonic() - t0 < 4  # 50 retries with doubling back-off would take for ever
+    assert failure_category(exc.value.reason) == "deadline"
+
+
+def test_max_bytes_reaches_yt_dlp(server: str, clip: bytes, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    with pytest.raises(MediaError, match=f"larger than max_bytes=1000 .*{len(clip)} bytes") as exc:
+        _download(f"{server}/clip.mp4", raw, policy=FetchPolicy(max_bytes=1000))
+    assert failure_category(exc.value.reason) == "too-large"
+    assert not list(raw.glob("??/*")) and not list((raw / ".tmp").iterdir())
+    assert _download(f"{server}/clip.mp4", raw, policy=FetchPolicy(max_bytes=len(clip)))[2] == len(clip)
+
+
 # Messages as yt-dlp words them (ERROR: prefix, extractor tag, YouTube's reason and yt-dlp's hints).
 _HINT = "Use --cookies-from-browser or --cookies for the authentication. See  https://github.com/yt-dlp/yt-dlp/wiki/FAQ"
 _MESSAGES = {
@@ -251,6 +270,12 @@ def test_warnings_are_kept_in_the_reason() -> None:
      ("giving up after 2 attempts: URLError: [Errno 111] Connection refused", "network"),
      ("giving up after 3 attempts: body truncated: 5 of 10 bytes", "network"),
      ("file not found", "missing"), ("unsupported source scheme 'ftp'", "other"),
+     ("resolves to /etc/passwd, outside the media root (/m); set allow_absolute_paths …", "refused"),
+     ("absolute path refused (sources are relative to the media root /m); …", "refused"),
+     ("refusing to connect to 'localhost': 127.0.0.1 is a loopback address …", "refused"),
+     ("refusing redirect to 'ftp://x/a.mp4'", "refused"),
+     ("larger than max_bytes=1000 (Content-Length 5000 bytes); raise max_bytes …", "too-large"),
+     ("no complete download within deadline_s=2 s (last error: HTTP 503 busy)", "deadline"),
      ("TypeError: boom", "other")],
 )  # fmt: skip
 def test_failure_category_of_other_sources(reason: str, category: str) -> None:
@@ -263,7 +288,9 @@ def test_options_for_yt_dlp(tmp_path: Path) -> None:
     assert options["format"] == YT_FORMAT and "height<=480" in YT_FORMAT and "+ba" in YT_FORMAT
     assert options["merge_output_format"].startswith("mp4") and options["logger"] is logger
     assert options["remote_components"] == []  # solver scripts come from yt-dlp-ejs, not the network
-    assert "cookiefile" not in options and options["socket_timeout"] == 7
+    assert "cookiefile" not in options and options["socket_timeout"] == 7 and "max_filesize" not in options
+    limited = fetch_mod._ydl_options(tmp_path, logger, timeout=7, retries=2, max_bytes=10**6, progress=print)
+    assert limited["max_filesize"] == 10**6 and limited["progress_hooks"] == [print]
     deno = Path(options["js_runtimes"]["deno"]["path"])
     assert deno.is_file() and os.access(deno, os.X_OK)
     assert "deno" in subprocess.run([deno, "--version"], capture_output=True, text=True, check=True).stdout

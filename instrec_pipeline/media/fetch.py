@@ -546,10 +546,10 @@ _YT_CATEGORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )  # fmt: skip
 
 _FAILURE_CATEGORY = (
+    (re.compile(r"^no complete download within deadline_s"), "deadline"),  # whatever the last error was
+    (re.compile(r"^larger than max_bytes"), "too-large"),
     (re.compile(r"yt-dlp failed \[([a-z-]+)\]"), None),  # None: the bracketed category itself
-    (re.compile(r"^refusing|outside the media root|absolute path refused"), "refused"),
-    (re.compile(r"larger than max_bytes"), "too-large"),
-    (re.compile(r"within deadline_s"), "deadline"),
+    (re.compile(r"^refusing|outside the media root|^absolute path refused"), "refused"),
     (re.compile(r"\bHTTP (\d{3})\b"), "http-{}"),
     (re.compile(r"file not found|not a regular file"), "missing"),
     (re.compile(r"truncated|giving up after"), "network"),
