@@ -91,3 +91,28 @@ def test_report_flags_rows_below_their_floor_and_marks_random_weights(tmp_path: 
     assert "⚠ below `score_average`" in fusion_line and "† random Inception weights" in fusion_line
     assert len(rep.comparisons) == 2 and rep.comparisons[0].startswith("`fusion` − `score_average`: Hit@1 -")
     assert "worse" in rep.comparisons[1]
+
+
+def test_overlapping_or_mismatched_splits_block_training() -> None:
+    """A video in two splits (by id, or the same file under two ids) or features extracted with other
+    parameters in one split: the check fails with what and where, so no model trains on it."""
+    import pandas as pd
+
+    from instrec_pipeline.features.quality import splits_clean
+
+    def table(ids: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"video_id": ids, "raw_path": [f"/raw/aa/{i}digest.mp4" for i in ids]})
+
+    manifests = {"train": table(["a", "b"]), "val": table(["c"]), "test": table(["d"])}
+    same = {s: {"frames": "p1", "logmel_choi": "m1"} for s in manifests}
+    assert splits_clean(manifests, manifests, same).passed
+    leaked = {**manifests, "test": table(["d", "a"])}
+    finding = splits_clean(leaked, leaked, same)
+    assert not finding.passed and "1 video id(s) in both test and train: ['a']" in finding.reason
+    copy = {**manifests, "val": pd.DataFrame({"video_id": ["c"], "raw_path": ["/raw/aa/adigest.mp4"]})}
+    finding = splits_clean(manifests, copy, same)
+    assert not finding.passed
+    assert "identical file(s) in train and val: ['a (train) = c (val)']" in finding.reason
+    other = {**same, "test": {"frames": "p2", "logmel_choi": "m1"}}
+    finding = splits_clean(manifests, manifests, other)
+    assert not finding.passed and "frames extracted with different parameters" in finding.reason

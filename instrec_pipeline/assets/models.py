@@ -10,6 +10,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -17,11 +18,15 @@ from dagster import (
 
 from instrec_pipeline.assets.common import GPU_STAGE
 from instrec_pipeline.assets.features import frame_embeddings, log_mel
+from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.datasets.registry import datasets
+from instrec_pipeline.features import quality
 from instrec_pipeline.features.visual import resolve_device
 from instrec_pipeline.models import AUDIO_MODELS, AUDIO_TITLES
 from instrec_pipeline.partitions import all_splits_of_dataset, dataset_partitions
 from instrec_pipeline.resources import ComputeResource, StoreResource
+from instrec_pipeline.store import RaggedArray
+from instrec_pipeline.store.layout import Layout, read_csv
 from instrec_pipeline.training.audio import AudioTrainConfig
 from instrec_pipeline.training.fusion import FusionTrainConfig
 from instrec_pipeline.training.loop import val_metric
@@ -32,13 +37,14 @@ GROUP = "models"
 
 
 class TrainConfig(Config):
-    """Launchpad overrides; 0 keeps the dataset's default (the paper's, or its ``training`` settings)."""
+    """Launchpad overrides; unset (0 / empty) keeps the dataset's default (the paper's, or its ``training``
+    settings)."""
 
     max_epochs: int = 0
     patience: int = 0
     lr: float = 0.0
-    balanced: bool = False
-    seed: int = 0
+    balanced: bool | None = None
+    seed: int | None = None
     #: video_model only: fine-tune Inception v3's last blocks on the frames first (meant for a GPU).
     finetune_inception: bool = False
 
@@ -46,10 +52,23 @@ class TrainConfig(Config):
 def _configured(base: Any, dataset: str, kind: str, config: TrainConfig) -> Any:
     spec = datasets()[dataset]
     cfg = replace(base, **spec.training.get(kind, {}), multilabel=spec.multilabel)
-    overrides = {"max_epochs": config.max_epochs, "patience": config.patience, "lr": config.lr}
-    return replace(
-        cfg, **{k: v for k, v in overrides.items() if v}, balanced=config.balanced, seed=config.seed
-    )
+    overrides = {"max_epochs": config.max_epochs or None, "patience": config.patience or None,
+                 "lr": config.lr or None, "balanced": config.balanced, "seed": config.seed}  # fmt: skip
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _verify_splits(layout: Layout, dataset: str) -> None:
+    """Stop before training when splits overlap or were extracted differently (a leak or a mix-up)."""
+    manifests = {s: read_csv(layout.table(dataset, s, "manifest")) for s in SPLITS}
+    raw = {s: read_csv(layout.table(dataset, s, "raw_videos")) for s in SPLITS
+           if layout.table(dataset, s, "raw_videos").exists()}  # fmt: skip
+    params = {}
+    for split in SPLITS:
+        group = layout.features.group(dataset, split, mode="r")
+        params[split] = {name: RaggedArray.read(group, name).params_digest for name in group.group_keys()}
+    finding = quality.splits_clean(manifests, raw, params)
+    if not finding.passed:
+        raise Failure(description=f"{dataset}: {finding.reason}", metadata=finding.figures)
 
 
 def _training_metadata(meta: dict) -> dict[str, object]:
@@ -76,6 +95,7 @@ def _train(
 ) -> MaterializeResult:
     """What every model asset does: settings for its dataset, train and save, report the training."""
     dataset = context.partition_key
+    _verify_splits(store.layout, dataset)
     cfg = _configured(base, dataset, kind, config)
     classes = list(datasets()[dataset].classes)
     meta = train(store.layout, dataset, classes, cfg, resolve_device(compute.device))

@@ -6,6 +6,7 @@ Each returns a :class:`Finding`: passed or not, a one-line reason, and figures f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,41 @@ def rows_valid(
         if wrong:
             return Finding(False, f"{name}: row counts differ from the source for {wrong[:5]}", figures)
     return Finding(True, f"{name}: {len(arr)} videos, {arr.n_rows} rows of {width} finite float32", figures)
+
+
+def _digests(raw: pd.DataFrame) -> dict[str, str]:
+    """Raw content digest (the raw store names files by it) → video id, for the fetched videos."""
+    return {Path(p).stem: v for v, p in zip(raw["video_id"], raw["raw_path"], strict=True) if p}
+
+
+def splits_clean(
+    manifests: dict[str, pd.DataFrame], raw: dict[str, pd.DataFrame], params: dict[str, dict[str, str]]
+) -> Finding:
+    """Before any model trains: no video in two splits (by id, and by the raw content digest, which is the
+    raw store's file name), and every split extracted with the same parameters (weights digest, fps,
+    geometry, mel settings: the modalities' parameter digests)."""
+    problems = []
+    splits = sorted(manifests)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1 :]:
+            same_id = set(manifests[a]["video_id"]) & set(manifests[b]["video_id"])
+            if same_id:
+                problems.append(f"{len(same_id)} video id(s) in both {a} and {b}: {sorted(same_id)[:3]}")
+            digests = {s: _digests(raw[s]) for s in (a, b) if s in raw}
+            if len(digests) == 2:
+                same = set(digests[a]) & set(digests[b])
+                pairs = [f"{digests[a][d]} ({a}) = {digests[b][d]} ({b})" for d in sorted(same)[:3]]
+                if same:
+                    problems.append(f"{len(same)} identical file(s) in {a} and {b}: {pairs}")
+    modalities = sorted({m for per_split in params.values() for m in per_split})
+    for m in modalities:
+        seen = {s: params[s].get(m) for s in splits if params.get(s, {}).get(m)}
+        if len(set(seen.values())) > 1:
+            problems.append(f"{m} extracted with different parameters across splits: {seen}")
+    figures = {"splits": len(splits), "modalities_compared": len(modalities), "problems": len(problems)}
+    if problems:
+        return Finding(False, "; ".join(problems), figures)
+    return Finding(True, f"splits {', '.join(splits)} disjoint and extracted alike", figures)
 
 
 def classes_covered(manifest: pd.DataFrame, classes: list[str]) -> Finding:
