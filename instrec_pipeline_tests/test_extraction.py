@@ -184,6 +184,7 @@ def test_fetch_partition_mixes_sources_and_reports_failures(tmp_path: Path) -> N
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+    from instrec_pipeline.media.fetch import FetchPolicy
     from instrec_pipeline.media.partition import fetch_partition
 
     media = tmp_path / "media"
@@ -201,7 +202,10 @@ def test_fetch_partition_mixes_sources_and_reports_failures(tmp_path: Path) -> N
                        "ftp://example.org/a.mp4", "not-here.mp4"],
         })  # fmt: skip
         with ThreadPoolExecutor(2) as pool:
-            out, summary = fetch_partition(table, tmp_path / "raw", media, pool, retries=1, timeout=5)
+            out, summary = fetch_partition(
+                table, tmp_path / "raw", media, pool, retries=1, timeout=5,
+                policy=FetchPolicy(allow_networks=("127.0.0.0/8",)),  # the test's server is on loopback
+            )  # fmt: skip
     finally:
         server.shutdown()
     ok = out.set_index("video_id")

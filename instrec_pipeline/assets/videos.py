@@ -14,6 +14,7 @@ from instrec_pipeline.datasets.registry import datasets, load_manifest
 from instrec_pipeline.features.footprint import footprint
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import demux_partition
+from instrec_pipeline.media.fetch import FetchPolicy
 from instrec_pipeline.media.partition import fetch_partition
 from instrec_pipeline.parallel import executor
 from instrec_pipeline.partitions import dataset_split_partitions
@@ -95,13 +96,18 @@ def raw_videos(
     with writing(context, store):
         layout = store.layout
         table = read_csv(layout.table(dataset, split, "manifest"))
-        media_root = datasets()[dataset].media_dir(layout.dataset_dir(dataset))
+        spec = datasets()[dataset]
+        media_root = spec.media_dir(layout.dataset_dir(dataset))
+        policy = FetchPolicy(
+            allow_absolute_paths=spec.allow_absolute_paths, allow_hosts=spec.allow_hosts,
+            allow_networks=spec.allow_networks, max_bytes=media.max_bytes, deadline_s=media.fetch_deadline_s,
+        )  # fmt: skip
         p = progress(context, "raw_videos")
         p.total = len(table)
         with executor(compute.workers, compute.dask_scheduler) as pool:
             out, summary = fetch_partition(
                 table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s,
-                cookies=media.cookies, progress=p,
+                cookies=media.cookies, policy=policy, progress=p,
             )
         p.finish()
         path = layout.table(dataset, split, "raw_videos")

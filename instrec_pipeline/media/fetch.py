@@ -395,10 +395,10 @@ def _guarded_connect(policy: FetchPolicy, socks: list[socket.socket]) -> Callabl
             candidates = [address]
         else:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            refusals = [r for *_, addr in infos if (r := _address_refusal(host, str(addr[0]), policy))]
-            candidates = [addr[:2] for *_, addr in infos if not _address_refusal(host, str(addr[0]), policy)]
+            checked = [(addr[:2], _address_refusal(host, str(addr[0]), policy)) for *_, addr in infos]
+            candidates = [addr for addr, refusal in checked if refusal is None]
             if not candidates:
-                raise MediaError(refusals[0])
+                raise MediaError(str(checked[0][1]))
         errors: list[OSError] = []
         for candidate in candidates:
             try:
