@@ -54,14 +54,15 @@ def _embedder_for(
     """The Inception v3 (and frame sampling) behind the embeddings the video model was trained on."""
     store = layout.features
     frames = store.modality(dataset, "train", FRAMES).params
-    weights, seed = inception_weights_of(store.modality(dataset, "train", embeddings).params)
+    stored = store.modality(dataset, "train", embeddings).params
+    weights, seed = inception_weights_of(stored)
     group = store.group(dataset, "train", "r")
     rates = sorted({m.sample_rate for m in MEL_INPUTS.values()})
     audio_rates = tuple(r for r in rates if audio_modality_name(r) in group)
     params = DemuxParams(
         fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates
     )
-    return FrameEmbedder(weights, device, seed=seed), params
+    return FrameEmbedder(weights, device, seed=seed, precision=str(stored.get("precision", "fp32"))), params
 
 
 def _log_mels(audio: dict[int, np.ndarray], vid: str, mel: MelParams, device: str) -> dict[str, np.ndarray]:

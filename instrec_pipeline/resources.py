@@ -31,6 +31,9 @@ class ComputeResource(ConfigurableResource):
 
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 …")
     batch_size: int = Field(default=64, gt=0, le=4096, description="Frames per Inception batch")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="Inception's arithmetic: auto = bf16 on CUDA and on CPUs with bf16 units"
+    )
     workers: int = Field(
         default=2, ge=1, le=256, description="Parallel per-video workers (ffmpeg processes, fetches)"
     )

@@ -62,9 +62,8 @@ def test_embeddings_are_2048_d_batched_across_videos_and_resumable(
         frames.append(list(videos.items()))
     # "b" was done by an earlier run: it is kept, never recomputed or duplicated.
     done = embedder.embed(videos["b"])
-    with RaggedArray.open(
-        group, "embeddings", (EMBEDDING_DIM,), "float32", embedding_params(embedder.weights, frames)
-    ) as done_before:
+    params = embedding_params(embedder.weights, frames, embedder.precision)
+    with RaggedArray.open(group, "embeddings", (EMBEDDING_DIM,), "float32", params) as done_before:
         done_before.append([("b", done)])
     target, summary = embedding_partition(group, embedder)
     assert (summary.processed, summary.skipped) == (4, 1)
@@ -103,3 +102,22 @@ def test_local_weights_file_is_loaded_and_recorded(tmp_path: Path) -> None:
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights"):
         load_inception(str(tmp_path / "nope.pt"))
+
+
+def test_bf16_embeddings_stay_within_cosine_0999_of_float32(embedder: FrameEmbedder, tmp_path: Path) -> None:
+    """The precision ``auto`` picks on CPUs with bf16 units (and on CUDA): every frame of a real video,
+    demuxed by the pipeline, keeps its direction to within cosine 0.999."""
+    import ffmpeg
+
+    from instrec_pipeline.media.demux import DemuxParams, demux
+
+    video = tmp_path / "v.mp4"
+    ffmpeg.input("mandelbrot=size=320x240:rate=10", f="lavfi", t=6).output(str(video)).overwrite_output().run(
+        quiet=True
+    )
+    frames = demux(video, DemuxParams(sample_rates=(16000,))).frames
+    bf16 = FrameEmbedder("random", "cpu", batch_size=4, precision="bf16")
+    a, b = embedder.embed(frames), bf16.embed(frames)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert len(frames) == 6 and cos.min() >= 0.999, cos
+    assert bf16.precision == "bf16" and embedder.precision == "fp32"

@@ -66,7 +66,9 @@ def frame_embeddings(
         weights = extraction.inception_weights
         if weights == "auto":
             weights = datasets()[dataset].inception_weights
-        embedder = FrameEmbedder(weights, compute.device, compute.batch_size, extraction.seed)
+        embedder = FrameEmbedder(
+            weights, compute.device, compute.batch_size, extraction.seed, compute.precision
+        )
         if embedder.weights.kind == "random":
             context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
         p = progress(context, "frame_embeddings")
@@ -80,6 +82,7 @@ def frame_embeddings(
                 "skipped": summary.skipped,
                 "frames": target.n_rows,
                 "device": str(embedder.device),
+            "precision": embedder.precision,
                 "weights": embedder.weights.kind,
                 "weights_source": embedder.weights.source,
                 "params": MetadataValue.json(target.params),

@@ -169,7 +169,7 @@ def _blocks(pieces: list[tuple[str, int, int, bool]], rows: int) -> list[list[tu
     return [b for b in blocks if b]
 
 
-def embedding_params(w: LoadedWeights, source: RaggedArray) -> dict[str, str | int]:
+def embedding_params(w: LoadedWeights, source: RaggedArray, precision: str) -> dict[str, str | int]:
     """What identifies stored embeddings: the model, its weights and the frames they came from."""
     return {
         "model": "inception_v3",
@@ -178,6 +178,7 @@ def embedding_params(w: LoadedWeights, source: RaggedArray) -> dict[str, str | i
         "weights_source": w.source,
         "weights_digest": w.digest,
         **({"seed": w.seed} if w.kind == "random" else {}),
+        "precision": precision,
         "source": source.params_digest,
     }
 
@@ -200,7 +201,7 @@ def embedding_partition(
     """
     frames = Frames.read(group)
     source = frames.array
-    params = embedding_params(embedder.weights, source)
+    params = embedding_params(embedder.weights, source, embedder.precision)
     target = RaggedArray.open(group, name, (EMBEDDING_DIM,), "float32", params)
     summary = StageSummary(skipped=sum(v in target for v in source.video_ids))
     todo = [v for v in source.video_ids if v not in target]
