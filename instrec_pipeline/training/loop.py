@@ -67,7 +67,7 @@ class TrainSettings:
     balanced: bool = False  # weight the loss by inverse class frequency (YT-8M is 30:1)
     multilabel: bool = False  # sigmoid + BCE: the dataset's setting, not a tuning knob
     seed: int = 0
-    stream_budget_bytes: int = 1 << 30  # training's shuffle window: peak memory, whatever the dataset
+    stream_budget_bytes: int = 512 << 20  # training's shuffle window: peak memory, whatever the dataset
     loader_workers: int = 2  # DataLoader processes reading the next blocks (when the split exceeds it)
 
     def as_dict(self) -> dict[str, object]:
