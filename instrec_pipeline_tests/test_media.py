@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from instrec_pipeline.media.demux import DemuxParams, demux, expected_frame_coun
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.fetch import FetchPolicy, fetch, source_key
 from instrec_pipeline.media.probe import _rotation, probe
+from instrec_pipeline_tests.loopback import loopback_server
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
@@ -406,12 +406,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Handler.requests = Counter()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(_Handler) as url:
+        yield url
 
 
 def test_fetch_http_is_content_addressed_and_idempotent(server: str, tmp_path: Path) -> None:

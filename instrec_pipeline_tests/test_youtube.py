@@ -22,6 +22,7 @@ import pytest
 import instrec_pipeline.media.fetch as fetch_mod
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.fetch import YT_FORMAT, FetchPolicy, failure_category, fetch
+from instrec_pipeline_tests.loopback import loopback_server
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
@@ -71,12 +72,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server(clip: bytes) -> Iterator[str]:
     _Handler.clip, _Handler.limited, _Handler.requests = clip, 2, Counter()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(_Handler) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

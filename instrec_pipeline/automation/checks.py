@@ -1,5 +1,6 @@
 """Partitioned asset checks guarding the extracted data; blocking where a bad result must stop the graph."""
 
+import zarr
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from instrec_pipeline.assets.features import frame_embeddings, log_mel
@@ -13,6 +14,12 @@ from instrec_pipeline.resources import StoreResource
 from instrec_pipeline.settings import settings
 from instrec_pipeline.store import EMBEDDINGS, FRAMES, RaggedArray, audio_modality_name, logmel_modality_name
 from instrec_pipeline.store.layout import read_csv
+
+
+def _stored(context: AssetCheckExecutionContext, store: StoreResource) -> zarr.Group:
+    """The checked partition's Zarr group, read-only."""
+    dataset, split = split_key(context.partition_key)
+    return store.layout.features.group(dataset, split, mode="r")
 
 
 def _result(finding: quality.Finding) -> AssetCheckResult:
@@ -47,16 +54,14 @@ def modalities_hold_the_same_videos(
     context: AssetCheckExecutionContext, store: StoreResource
 ) -> AssetCheckResult:
     """Every audio modality holds exactly the frames' videos, once each (one writer per partition)."""
-    dataset, split = split_key(context.partition_key)
-    group = store.layout.features.group(dataset, split, mode="r")
+    group = _stored(context, store)
     return _result(quality.same_videos(group, [audio_modality_name(r) for r in SAMPLE_RATES]))
 
 
 @asset_check(asset=demux, partitions_def=dataset_split_partitions)
 def frames_and_audio_agree(context: AssetCheckExecutionContext, store: StoreResource) -> AssetCheckResult:
     """Each video's frames (at its fps) and audio span the same duration."""
-    dataset, split = split_key(context.partition_key)
-    group = store.layout.features.group(dataset, split, mode="r")
+    group = _stored(context, store)
     fps = RaggedArray.read(group, FRAMES).params["fps"]
     return _result(quality.durations_agree(group, fps, SAMPLE_RATES[0]))
 
@@ -64,8 +69,7 @@ def frames_and_audio_agree(context: AssetCheckExecutionContext, store: StoreReso
 @asset_check(asset=log_mel, partitions_def=dataset_split_partitions, blocking=True)
 def log_mel_shapes_and_values(context: AssetCheckExecutionContext, store: StoreResource) -> AssetCheckResult:
     """Each log-mel input: (frames, n_mels) float32, no NaN/Inf."""
-    dataset, split = split_key(context.partition_key)
-    group = store.layout.features.group(dataset, split, mode="r")
+    group = _stored(context, store)
     mels = list(MEL_INPUTS.values())
     names = [logmel_modality_name(m.name) for m in mels]
     findings = [quality.rows_valid(group, n, m.n_mels) for n, m in zip(names, mels, strict=True)]
@@ -82,8 +86,7 @@ def embeddings_shapes_and_values(
     context: AssetCheckExecutionContext, store: StoreResource
 ) -> AssetCheckResult:
     """2048-d float32, finite, exactly one embedding per stored frame."""
-    dataset, split = split_key(context.partition_key)
-    group = store.layout.features.group(dataset, split, mode="r")
+    group = _stored(context, store)
     frames = RaggedArray.read(group, FRAMES).lengths()
     rows = quality.rows_valid(group, EMBEDDINGS, EMBEDDING_DIM, frames)
     return _result(rows if not rows.passed else quality.same_videos(group, [EMBEDDINGS]))
@@ -94,9 +97,9 @@ def embeddings_from_pretrained_weights(
     context: AssetCheckExecutionContext, store: StoreResource
 ) -> AssetCheckResult:
     """Datasets compared with the paper (fcvid, yt8m) need ImageNet (or a file's) weights, never random."""
-    dataset, split = split_key(context.partition_key)
-    group = store.layout.features.group(dataset, split, mode="r")
+    group = _stored(context, store)
     params = RaggedArray.read(group, EMBEDDINGS).params
+    dataset = split_key(context.partition_key)[0]
     required = datasets()[dataset].inception_weights
     meta = {"weights": params.get("weights", ""), "weights_digest": params.get("weights_digest", "")}
     if required != "auto" and params.get("weights") == "random":
