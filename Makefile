@@ -10,13 +10,18 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm
 
-.PHONY: demo test setup system browser broker ui lint bench bench-backfill bench-scale
+.PHONY: demo test test-fast setup system browser broker ui lint bench bench-backfill bench-scale
 
 demo: setup
 	$(PY) -m instrec_pipeline.cli demo
 
 test: setup browser broker
+	$(VENV)/bin/ruff check instrec_pipeline instrec_pipeline_tests bench
 	$(PY) -m pytest -q
+
+# The inner loop: every test but the slow ones (servers, workers, whole runs), in about two minutes.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 setup: system $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 

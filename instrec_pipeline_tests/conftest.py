@@ -84,3 +84,18 @@ def materialised(tiny_dataset: Path, dagster_home: Path, tmp_path_factory: pytes
     instance = DagsterInstance.from_config(str(dagster_home))
     materialize_dataset("tiny", root, instance)
     return Layout(root), instance
+
+
+#: Modules that start servers, workers or whole Dagster runs, or extract a thousand videos: `make test`
+#: runs them, `make test-fast` (the inner loop) does not.
+SLOW_MODULES = {
+    "test_celery", "test_web_ui", "test_pipeline_e2e", "test_concurrency", "test_run_slots",
+    "test_multilabel",
+}  # fmt: skip
+SLOW_TESTS = {"test_sigkill_mid_partition_then_resume", "test_the_same_extraction_runs_on_a_dask_cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
