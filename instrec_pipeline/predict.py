@@ -22,7 +22,6 @@ from instrec_pipeline.store import FRAMES, audio_modality_name
 from instrec_pipeline.store.layout import Layout
 from instrec_pipeline.training.audio import audio_probs
 from instrec_pipeline.training.data import SplitData
-from instrec_pipeline.training.fusion import FusionInputs, fusion_probs
 from instrec_pipeline.training.runs import Unimodal, load_audio, load_fusion
 from instrec_pipeline.training.video import video_probs
 
@@ -60,7 +59,8 @@ def _embedder_for(
     rates = sorted({m.sample_rate for m in MEL_INPUTS.values()})
     audio_rates = tuple(r for r in rates if audio_modality_name(r) in group)
     params = DemuxParams(
-        fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates
+        fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates,
+        geometry=frames.get("geometry", "shorter_side"),  # stores written before the setting kept the ratio
     )
     return FrameEmbedder(weights, device, seed=seed, precision=str(stored.get("precision", "fp32"))), params
 
@@ -74,10 +74,10 @@ def _log_mels(audio: dict[int, np.ndarray], vid: str, mel: MelParams, device: st
 def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto") -> Prediction:
     """Probabilities per audio model, the video model, score averaging and the fusion."""
     dev = resolve_device(device)
-    fusion, meta = load_fusion(layout, dataset, dev)
-    classes = list(meta["classes"])
-    multilabel = bool(meta["config"].get("multilabel"))
-    uni = Unimodal.load(layout, dataset, meta["audio_model"], dev)
+    fused = load_fusion(layout, dataset, dev)
+    classes = list(fused.meta["classes"])
+    multilabel = bool(fused.meta["config"].get("multilabel"))
+    uni = Unimodal.load(layout, dataset, fused.meta["audio_model"], dev)
     embedder, params = _embedder_for(layout, dataset, device, uni.embeddings)
     media = demux(path, params)
     vid = path.stem
@@ -98,8 +98,7 @@ def predict_video(path: Path, layout: Layout, dataset: str, device: str = "auto"
     both = SplitData(
         [vid], np.zeros(1, np.int64), _log_mels(media.audio, vid, uni.audio_cfg.mel, str(dev)), frames
     )
-    inputs: FusionInputs = uni.fusion_inputs(both, dev)
-    rows["fusion"] = fusion_probs(fusion, inputs, len(classes), dev, multilabel=multilabel)[0]
+    rows["fusion"] = fused.probs(fused.inputs(both, dev), dev)[0]
     thresholds = layout.report_dir(dataset) / "thresholds.csv"
     tuned = pd.read_csv(thresholds, index_col="model") if multilabel and thresholds.exists() else None
     return Prediction(classes, pd.DataFrame(rows, index=classes).T, multilabel, tuned)

@@ -8,7 +8,7 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from instrec_pipeline.media.demux import DemuxParams
+from instrec_pipeline.media.demux import DemuxParams, Geometry
 from instrec_pipeline.store import FrameCodec
 from instrec_pipeline.store.layout import Layout, default_root
 
@@ -69,9 +69,17 @@ class ExtractionResource(ConfigurableResource):
     """Extraction parameters; changing one re-extracts the affected features (and their data version)."""
 
     fps: float = Field(default=1.0, gt=0, le=60, description="Frames sampled per second of video")
-    resize: int = Field(default=256, gt=0, le=4096, description="Shorter side before the centre crop")
+    resize: int = Field(
+        default=256, gt=0, le=4096, description="Side length before the centre crop (see geometry)"
+    )
     crop: int = Field(
         default=224, gt=0, le=4096, description="Centre-crop size (224 as the paper, 299 Inception's own)"
+    )
+    geometry: Geometry = Field(
+        default="squash",
+        description="squash: both sides to resize, aspect ratio ignored, as the paper (the crop keeps 87.5 % "
+        "of the width); shorter_side: the shorter side to resize, aspect ratio kept (keeps only 49 % of a "
+        "16:9 frame's width). A change re-extracts frames and embeddings",
     )
     inception_weights: str = Field(
         default="auto",
@@ -88,4 +96,11 @@ class ExtractionResource(ConfigurableResource):
         return FrameCodec(self.frames, self.jpeg_quality)
 
     def demux_params(self, sample_rates: tuple[int, ...], max_duration_s: float = 7200.0) -> DemuxParams:
-        return DemuxParams(self.fps, self.resize, self.crop, sample_rates, max_duration_s)
+        return DemuxParams(
+            fps=self.fps,
+            resize=self.resize,
+            crop=self.crop,
+            sample_rates=sample_rates,
+            max_duration_s=max_duration_s,
+            geometry=self.geometry,
+        )

@@ -25,16 +25,18 @@ _TINY_DIR = Path(tempfile.mkdtemp(prefix="instrec-tiny-"))
     classes: [{", ".join(TINY_CLASSES)}]
     training:
       audio: {{max_epochs: 8, patience: 3}}
-      video: {{lr: 0.01, max_epochs: 15, patience: 4, k: 4}}
-      fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 15, patience: 4}}
+      video: {{max_epochs: 15, patience: 4, k: 4, lr_search: [0.001, 0.01]}}
+      fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 15, patience: 4, folds: 3}}
   tiny_tags:
     manifest: media/tags.csv
     classes: [{", ".join(TAGS_CLASSES)}]
     multilabel: true
+    seeds: 2
     training:  # short: the test checks the path, tiny checks the learning
       audio: {{max_epochs: 3, patience: 2}}
       video: {{lr: 0.01, max_epochs: 6, patience: 3, k: 4}}
-      fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 6, patience: 3}}
+      fusion: {{k: 4, n: 64, hidden: 128, batch_size: 4, dropout: 0.5, max_epochs: 6, patience: 3,
+                inputs: holdout}}
 """
 )
 os.environ["INSTREC_DATASETS"] = str(_TINY_DIR / "datasets.yaml")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from instrec_pipeline.evaluation.metrics import Scores, confusion, hit_at_k, per_class_table, predict, score
-from instrec_pipeline.evaluation.paper import PAPER_RESULTS, PAPER_ROWS, paper_row
+from instrec_pipeline.evaluation.paper import CHOI_EXTENSION, PAPER_RESULTS, PAPER_ROWS, Setup, paper_row
 from instrec_pipeline.evaluation.plots import confusion_png, curves_png, tsne_embedding, tsne_png
 from instrec_pipeline.evaluation.report import ModelResult, build_report
 
@@ -60,7 +60,7 @@ def test_hit_at_k_small_three_class_case() -> None:
 
 
 def test_ties_go_to_lowest_class_index() -> None:
-    p = np.array([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [1 / 3, 1 / 3, 1 / 3]])
+    p = np.array([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.4, 0.2, 0.4]])
     assert list(predict(p)) == [0, 1, 0]
     assert hit_at_k(np.array([0, 1, 0]), p, 1) == 1.0
     assert hit_at_k(np.array([1, 2, 2]), p, 1) == 0.0
@@ -158,19 +158,48 @@ def test_invalid_inputs_raise() -> None:
 def test_paper_table_and_lookup() -> None:
     assert len(PAPER_ROWS) == 10 and len(PAPER_RESULTS) == 10
     assert {"model", "dataset", "hit1", "hit3", "f1"} <= set(PAPER_RESULTS.columns)
-    choi = paper_row("choi", "fcvid")
-    assert choi is not None and (choi.hit1, choi.hit3, choi.f1) == (79.81, 96.09, 78.71)
-    assert paper_row("video", "fcvid").model == "Inception v3, 50 frames, pre-trained"
-    assert paper_row("video", "yt8m").hit1 == 70.07
-    assert paper_row("xception", "YT-8M").f1 == 84.16
-    assert paper_row("fusion", "fcvid").hit1 == 88.28  # the best of the two FCVID fusion rows
-    assert paper_row("fusion", "yt8m").hit1 == 84.01
-    assert paper_row("fusion_choi", "fcvid").hit1 == 86.97
-    assert paper_row("han", "fcvid").hit1 == 64.13
-    assert paper_row("han", "yt8m") is None
-    for key in ("score_average", "fusion_no_audio", "fusion_no_video", "nonsense"):
-        assert paper_row(key, "fcvid") is None
-    assert paper_row("choi", "imagenet") is None
+    choi, why = paper_row("choi_icmr", "fcvid", strategy="UCcat")
+    assert why == "" and choi is not None and (choi.hit1, choi.hit3, choi.f1) == (79.81, 96.09, 78.71)
+    assert choi.model == "Choi et al. + UC"
+    assert paper_row("xception", "YT-8M", strategy="UC")[0].f1 == 84.16
+    assert paper_row("xception", "fcvid", strategy="UCcat")[0].model == "Xception + UC"
+    assert paper_row("han", "fcvid", strategy="UC") == (PAPER_ROWS[2], "")
+    assert paper_row("han", "yt8m", strategy="UC") == (None, "")  # not in the paper: nothing departs
+    for key in ("score_average", "fusion_no_audio", "fusion_no_video", "probe_audio", "nonsense"):
+        assert paper_row(key, "fcvid") == (None, "")
+    assert paper_row("choi_icmr", "imagenet", strategy="UCcat") == (None, "")
+    assert paper_row("choi", "imagenet") == (None, "")  # no paper numbers there: no departure to mark
+
+
+def test_paper_row_compares_like_with_like() -> None:
+    """A paper number only beside a row produced the same way: same net, UC, same k, same fusion audio."""
+    # Our wider Choi (global pooling) is not the paper's net, whatever its strategy.
+    assert paper_row("choi", "fcvid", strategy="UC") == (None, CHOI_EXTENSION)
+    # The paper's segment strategy only.
+    assert paper_row("choi_icmr", "fcvid", strategy="CC") == (None, "CC segments (paper: UC)")
+    assert paper_row("xception", "fcvid", strategy="CC")[0] is None
+    assert paper_row("han", "fcvid") == (None, "segment strategy not recorded")
+    # Video: the paper's k for that dataset (50 FCVID, 20 YT-8M).
+    assert paper_row("video", "yt8m", k=20)[0].model == "Inception v3, 20 frames, pre-trained"
+    assert paper_row("video", "fcvid", k=50)[0].model == "Inception v3, 50 frames, pre-trained"
+    assert paper_row("video", "fcvid", k=20) == (None, "k = 20 frames (paper: 50 on FCVID)")
+    assert paper_row("video", "yt8m", k=50)[0] is None
+    assert paper_row("video", "fcvid") == (None, "k not recorded")
+    # Fusion: the same audio family and k, never the best row of the dataset regardless.
+    row, why = paper_row("fusion", "fcvid", strategy="UC", k=50, audio="xception")
+    assert why == "" and row.model == "Fusion Xception / 50 frames" and row.hit1 == 88.28
+    row, _ = paper_row("fusion", "fcvid", strategy="UCcat", k=50, audio="choi_icmr")
+    assert row.model == "Fusion Choi / 50 frames" and row.hit1 == 86.97
+    assert paper_row("fusion", "yt8m", strategy="UCcat", k=20, audio="choi_icmr")[0].hit1 == 84.01
+    row, why = paper_row("fusion", "fcvid", strategy="UCcat", k=20, audio="choi_icmr")
+    assert row is None and why == "k = 20 frames (paper: 50 on FCVID)"
+    row, why = paper_row("fusion", "fcvid", strategy="UC", k=50, audio="choi")
+    assert row is None and CHOI_EXTENSION in why  # the default fusion: on the extension, no paper row
+    row, why = paper_row("fusion", "yt8m", strategy="UC", k=20, audio="xception")
+    assert row is None and why == "fusion on xception (paper on YT-8M: choi_icmr)"
+    assert paper_row("fusion", "fcvid", strategy="UC", k=50, audio="han")[0] is None
+    assert paper_row("fusion", "fcvid", strategy="CC", k=50, audio="xception")[0] is None
+    assert paper_row("fusion", "fcvid", k=50)[0] is None  # audio net unknown: no guess
 
 
 def test_paper_table_matches_paper_md() -> None:
@@ -257,14 +286,15 @@ def test_build_report(tmp_path: Path) -> None:
     p5[:, :4] = P5
     results = [
         ModelResult(
-            "choi",
+            "choi_icmr",
             "Choi et al.",
             y,
             p,
             history={"train_loss": [2.0, 1.0, 0.7], "val_loss": [2.1, 1.2, 1.0], "val_hit1": [0.2, 0.5, 0.6]},
             features=rng.normal(size=(36, 16)) + y[:, None],
+            setup=Setup(strategy="UCcat"),
         ),
-        ModelResult("fusion", "Fusion", Y5, p5),
+        ModelResult("fusion", "Fusion", Y5, p5, setup=Setup(strategy="UC", k=50, audio="xception")),
         ModelResult("score_average", "Score average", *_fake(24, 3.0, 3)),
     ]
     out = tmp_path / "report"
@@ -273,14 +303,14 @@ def test_build_report(tmp_path: Path) -> None:
     expected = {
         "report.md",
         "summary.csv",
-        "per_class_choi.csv",
+        "per_class_choi_icmr.csv",
         "per_class_fusion.csv",
         "per_class_score_average.csv",
-        "confusion_choi.png",
+        "confusion_choi_icmr.png",
         "confusion_fusion.png",
         "confusion_score_average.png",
-        "curves_choi.png",
-        "tsne_choi.png",
+        "curves_choi_icmr.png",
+        "tsne_choi_icmr.png",
     }
     assert set(rep.files) == expected
     assert {p.name for p in out.iterdir()} == expected  # no temp files left behind
@@ -291,17 +321,17 @@ def test_build_report(tmp_path: Path) -> None:
             assert path.stat().st_size <= 60_000
 
     s = rep.summary
-    assert list(s["model"]) == ["choi", "fusion", "score_average"]
+    assert list(s["model"]) == ["choi_icmr", "fusion", "score_average"]
     for col in ("hit1", "hit3", "f1_macro", "f1_weighted", "n", "paper_hit1", "paper_hit3", "paper_f1"):
         assert col in s.columns
     row = s.set_index("model")
     assert row.loc["fusion", "hit1"] == pytest.approx(0.4)
     assert row.loc["fusion", "f1_macro"] == pytest.approx(7 / 24)
-    assert row.loc["choi", "paper_hit1"] == pytest.approx(0.7981)
+    assert row.loc["choi_icmr", "paper_hit1"] == pytest.approx(0.7981)
     assert row.loc["fusion", "paper_hit1"] == pytest.approx(0.8828)
     assert np.isnan(row.loc["score_average", "paper_hit1"])
-    assert row.loc["choi", "chance_hit1"] == pytest.approx(1 / 12)
-    assert row.loc["choi", "chance_hit3"] == pytest.approx(3 / 12)
+    assert row.loc["choi_icmr", "chance_hit1"] == pytest.approx(1 / 12)
+    assert row.loc["choi_icmr", "chance_hit3"] == pytest.approx(3 / 12)
     numeric = [c for c in s.columns if c not in ("model", "title", "paper_model", "marks", "flags")]
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv")[numeric], s[numeric], check_dtype=False)
     assert s["paper_model"].tolist()[:2] == ["Choi et al. + UC", "Fusion Xception / 50 frames"]
@@ -311,9 +341,9 @@ def test_build_report(tmp_path: Path) -> None:
     md = rep.markdown
     assert (out / "report.md").read_text(encoding="utf-8") == md
     lines = md.splitlines()
-    choi_line = next(line for line in lines if line.startswith("| Choi et al. (`choi`)"))
+    choi_line = next(line for line in lines if line.startswith("| Choi et al. (`choi_icmr`)"))
     assert "| 79.81 | 96.09 | 78.71 |" in choi_line
-    assert f"| {100 * rep.scores['choi'].hit1:.2f} [" in choi_line  # with its 95% interval
+    assert f"| {100 * rep.scores['choi_icmr'].hit1:.2f} [" in choi_line  # with its 95% interval
     fusion_line = next(line for line in lines if line.startswith("| Fusion (`fusion`)"))
     assert "| 5 | 40.00 [" in fusion_line and "| 36.67 | 88.28 | 97.00 | 88.27 |" in fusion_line
     avg_line = next(line for line in lines if line.startswith("| Score average (`score_average`)"))
@@ -322,7 +352,7 @@ def test_build_report(tmp_path: Path) -> None:
     assert "| chamberMusic |" in md  # per-class tables
     uris = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
     assert len(uris) == 5  # 3 confusion + 1 curves + 1 t-SNE
-    assert base64.b64decode(uris[0]) == (out / "confusion_choi.png").read_bytes()
+    assert base64.b64decode(uris[0]) == (out / "confusion_choi_icmr.png").read_bytes()
     assert len(md) < 500_000
 
 
@@ -341,3 +371,42 @@ def test_build_report_unknown_dataset_has_no_paper_numbers(tmp_path: Path) -> No
     rep = build_report("mydata", FCVID, [ModelResult("choi", "Choi", y, p)], tmp_path)
     assert rep.summary["paper_hit1"].isna().all()
     assert "79.81" not in rep.markdown
+
+
+def test_a_clip_without_input_is_a_miss_not_a_vote_for_class_0() -> None:
+    """A missing modality's uniform scores used to be read as "class 0" by argmax (and as the first k
+    classes by Hit@k): clips of class 0 then scored as hits without any evidence."""
+    probs = np.array([[0.25] * 4, [0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1]])
+    y = np.array([0, 0, 1])
+    s = score(y, probs)
+    assert s.hit1 == pytest.approx(2 / 3) and s.hit3 == pytest.approx(2 / 3)
+    assert confusion(y, probs, 4).sum() == 2  # the abstaining clip is in no column
+    assert per_class_table(y, probs, list("abcd")).loc[0, "recall"] == pytest.approx(0.5)
+    assert hit_at_k(np.array([1, 0]), np.array([[0.5, 0.5], [0.9, 0.1]]), 1) == 0.5
+
+
+def test_report_marks_rows_whose_setup_departs_from_the_paper(tmp_path: Path) -> None:
+    """The extension ``choi``, CC, another k, a fusion on another audio net: no paper number, the reason
+    shown beside the row."""
+    y, p = _fake(24, 2.0, 5)
+    results = [
+        ModelResult("choi", "Choi wider", y, p, setup=Setup(strategy="UC")),
+        ModelResult("choi_icmr", "Choi ICMR", y, p, setup=Setup(strategy="CC")),
+        ModelResult("video", "Video", y, p, setup=Setup(k=20), marks=("random Inception weights",)),
+        ModelResult("fusion", "Fusion", y, p, setup=Setup(strategy="UC", k=50, audio="choi")),
+        ModelResult("score_average", "Score average", y, p),
+    ]
+    rep = build_report("fcvid", FCVID, results, tmp_path)
+    s = rep.summary.set_index("model")
+    assert s["paper_hit1"].isna().all()
+    assert s.loc["choi", "marks"] == CHOI_EXTENSION
+    assert s.loc["choi_icmr", "marks"] == "CC segments (paper: UC)"
+    assert s.loc["video", "marks"] == "random Inception weights; k = 20 frames (paper: 50 on FCVID)"
+    assert s.loc["fusion", "marks"] == f"fusion on the {CHOI_EXTENSION}"
+    assert s.loc["score_average", "marks"] == ""  # no paper counterpart is not a departure
+    choi_line = next(line for line in rep.markdown.splitlines() if line.startswith("| Choi wider (`choi`)"))
+    assert f"† {CHOI_EXTENSION}" in choi_line and "79.81" not in choi_line
+    assert results[0].marks == ()  # the caller's rows are not changed
+    # The same rows on a dataset the paper did not use: nothing to compare, nothing marked.
+    other = build_report("mydata", FCVID, results[:2], tmp_path / "other").summary
+    assert other["marks"].fillna("").eq("").all()

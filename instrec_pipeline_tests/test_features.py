@@ -121,3 +121,39 @@ def test_bf16_embeddings_stay_within_cosine_0999_of_float32(embedder: FrameEmbed
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert len(frames) == 6 and cos.min() >= 0.999, cos
     assert bf16.precision == "bf16" and embedder.precision == "fp32"
+
+
+def test_frame_geometry_is_recorded_and_a_change_re_extracts_frames(tmp_path: Path) -> None:
+    """``extraction.geometry`` reaches the stored frames' parameters: another geometry gives another params
+    digest, so the frames are re-extracted (and embeddings, whose params name that digest, follow)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ffmpeg
+
+    from instrec_pipeline.features.partition import demux_partition
+    from instrec_pipeline.resources import ExtractionResource
+    from instrec_pipeline.store import Frames
+
+    video = tmp_path / "v.mkv"
+    ffmpeg.input("testsrc2=size=160x90:rate=10:duration=2", f="lavfi").output(
+        str(video), vcodec="ffv1"
+    ).overwrite_output().run(quiet=True)
+    raw = pd.DataFrame({"video_id": ["v"], "raw_path": [str(video)], "error": [""]})
+    group = FeatureStore(tmp_path / "store").group("d", "train")
+    seen: dict[str, tuple[str, np.ndarray]] = {}
+    with ThreadPoolExecutor(1) as pool:
+        for geometry in ("squash", "squash", "shorter_side"):
+            params = ExtractionResource(resize=64, crop=48, geometry=geometry).demux_params(())
+            assert params.geometry == geometry
+            summary = demux_partition(raw, group, params, pool, tmp_path / "spool")
+            frames = Frames.read(group)
+            assert frames.array.params["geometry"] == geometry
+            if geometry in seen:
+                assert (summary.processed, summary.skipped) == (0, 1)  # same parameters: kept
+            else:
+                assert (summary.processed, summary.skipped) == (1, 0)  # new parameters: re-extracted
+            seen[geometry] = (frames.array.params_digest, frames.get("v"))
+    (squash_digest, squashed), (shorter_digest, cropped) = seen["squash"], seen["shorter_side"]
+    assert squash_digest != shorter_digest
+    assert squashed.shape == cropped.shape == (2, 48, 48, 3)
+    assert np.abs(squashed.astype(int) - cropped.astype(int)).mean() > 5  # really other pictures

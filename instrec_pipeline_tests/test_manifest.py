@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -98,3 +99,104 @@ def test_user_dataset_from_yaml_with_a_parquet_manifest(
         assert set(m.table["split"]) == {"train", "val", "test"}
     finally:
         registry.datasets.cache_clear()
+
+
+def _shares(table: pd.DataFrame, column: str = "label") -> pd.DataFrame:
+    """Per label (a multi-label video counts for each of its labels): the share of its videos per split."""
+    exploded = table.assign(**{column: table[column].str.split(";")}).explode(column)
+    counts = exploded.groupby([column, "split"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=["train", "val", "test"], fill_value=0).div(counts.sum(axis=1), axis=0)
+
+
+def test_groups_stay_in_one_split_and_labels_stay_stratified() -> None:
+    rng = np.random.default_rng(7)
+    classes = ["cello", "flute", "piano", "violin"]
+    rows = []
+    for g in range(40):  # performers who mostly play one instrument, a few videos each
+        for i in range(int(rng.integers(3, 9))):
+            label = classes[g % 4] if rng.random() < 0.85 else str(rng.choice(classes))
+            rows.append((f"g{g}v{i}", f"g{g}v{i}.mp4", label, "", f"performer{g}"))
+    rows += [(f"solo{i}", f"solo{i}.mp4", classes[i % 4], "", "") for i in range(12)]  # groups of one
+    table = pd.DataFrame(rows, columns=["video_id", "source", "label", "split", "group"])
+    kept, rejected = validate(table, classes)
+    assert not rejected and list(kept.columns) == ["video_id", "source", "label", "split", "group"]
+    out = assign_splits(kept, seed=3)
+    grouped = out[out["group"] != ""]
+    assert (grouped.groupby("group")["split"].nunique() == 1).all()
+    assert out.loc[out["group"] == "", "split"].nunique() > 1  # empty groups are not one big group
+    sizes = out["split"].value_counts(normalize=True)
+    assert abs(sizes["train"] - 0.70) < 0.05 and abs(sizes["val"] - 0.15) < 0.05
+    assert abs(sizes["test"] - 0.15) < 0.05
+    target = pd.Series({"train": 0.70, "val": 0.15, "test": 0.15})
+    assert (_shares(out).sub(target).abs() < 0.12).all().all(), _shares(out)
+    shuffled = assign_splits(kept.sample(frac=1, random_state=1), seed=3).set_index("video_id")["split"]
+    assert (shuffled.reindex(out["video_id"]).to_numpy() == out["split"].to_numpy()).all()
+
+
+def test_group_rows_follow_a_split_the_group_already_has() -> None:
+    rows = [("a", "a.mp4", "cello", "test", "p1"), ("b", "b.mp4", "cello", "", "p1"),
+            ("c", "c.mp4", "flute", "", "p1"), ("d", "d.mp4", "flute", "", "")]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["video_id", "source", "label", "split", "group"])
+    out = assign_splits(validate(table, CLASSES)[0]).set_index("video_id")["split"]
+    assert list(out[["a", "b", "c"]]) == ["test"] * 3 and out["d"] in ("train", "val", "test")
+
+
+def test_multilabel_splits_are_iteratively_stratified() -> None:
+    rng = np.random.default_rng(11)
+    classes = [f"c{i}" for i in range(10)]
+    weights = np.array([40, 25, 15, 10, 8, 5, 4, 3, 2, 1], float)
+    rows = []
+    for v in range(400):
+        labels = rng.choice(classes, size=int(rng.integers(1, 4)), replace=False, p=weights / weights.sum())
+        rows.append((f"v{v}", f"v{v}.mp4", ";".join(labels), ""))
+    rows += [("r0", "r0.mp4", "c9;c0", ""), ("r1", "r1.mp4", "rare3", ""), ("r2", "r2.mp4", "rare3", ""),
+             ("r3", "r3.mp4", "rare3;c1", "")]  # fmt: skip
+    kept, _ = validate(_table(rows), [*classes, "rare3"], multilabel=True)
+    out = assign_splits(kept, seed=5, multilabel=True)
+    shares = _shares(out)
+    counts = kept["label"].str.split(";").explode().value_counts()
+    assert (shares.loc[counts[counts >= 3].index] > 0).all().all(), shares  # every label in every split
+    target = pd.Series({"train": 0.70, "val": 0.15, "test": 0.15})
+    common = counts[counts >= 20].index  # where a share can be near its target at all
+
+    def error(split: pd.DataFrame) -> float:
+        return float(_shares(split).loc[common].sub(target).abs().to_numpy().mean())
+
+    chance = []
+    for s in range(5):  # what an unstratified seeded split does on the same data
+        draw = np.random.default_rng(s).choice(["train", "val", "test"], size=len(kept), p=target.to_numpy())
+        chance.append(error(kept.assign(split=draw)))
+    assert error(out) < 0.5 * min(chance), (error(out), chance)
+    big = counts[counts >= 40].index
+    assert (shares.loc[big].sub(target).abs() < 0.03).all().all(), shares.loc[big]
+    sizes = out["split"].value_counts(normalize=True)
+    assert abs(sizes["train"] - 0.70) < 0.05 and abs(sizes["val"] - 0.15) < 0.05
+    assert assign_splits(kept, seed=5).equals(out)  # multilabel detected from the ';'
+
+
+def test_a_rare_class_is_drawn_alone_and_the_others_stay_stratified() -> None:
+    classes = ["a", "b", "c", "rare"]
+    rows = [(f"{c}{i}", f"{c}{i}.mp4", c, "") for c in classes[:3] for i in range(30)]
+    rows += [("rare0", "rare0.mp4", "rare", ""), ("rare1", "rare1.mp4", "rare", "")]
+    kept, _ = validate(_table(rows), classes)
+    for seed in range(5):
+        out = assign_splits(kept, seed=seed)
+        counts = out.groupby(["label", "split"]).size().unstack(fill_value=0)
+        for c in classes[:3]:
+            assert abs(counts.loc[c, "train"] - 21) <= 1, counts
+            assert abs(counts.loc[c, "val"] - 4.5) <= 1 and abs(counts.loc[c, "test"] - 4.5) <= 1, counts
+        rare = out.loc[out["label"] == "rare", "split"]
+        assert rare.nunique() == 2 and "train" in set(rare)
+        assert assign_splits(kept, seed=seed).equals(out)
+        shuffled = assign_splits(kept.iloc[::-1], seed=seed).set_index("video_id")["split"]
+        assert (shuffled.reindex(out["video_id"]).to_numpy() == out["split"].to_numpy()).all()
+    sizes = assign_splits(kept, seed=0)["split"].value_counts()
+    assert abs(sizes["train"] - 92 * 0.7) <= 1 and abs(sizes["val"] - 92 * 0.15) <= 1
+
+
+def test_manifest_without_group_keeps_its_columns_and_bad_fractions_fail() -> None:
+    kept, _ = validate(_table([("a", "a.mp4", "cello", "")]), CLASSES)
+    assert list(kept.columns) == ["video_id", "source", "label", "split"]
+    assert assign_splits(kept)["split"].item() == "train"
+    with pytest.raises(ValueError, match="fractions"):
+        assign_splits(kept, fractions=(0.7, -0.1, 0.4))

@@ -80,10 +80,14 @@ def timing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.parametrize("geometry", ["squash", "shorter_side"])
 @pytest.mark.parametrize("case", list(TIMING_CASES))
-def test_frames_are_the_ones_on_screen_at_the_half_second_instants(timing_dir: Path, case: str) -> None:
+def test_frames_are_the_ones_on_screen_at_the_half_second_instants(
+    timing_dir: Path, case: str, geometry: str
+) -> None:
+    """The frame instants, counts and exact square shape do not depend on the geometry."""
     file, rate, duration, _, vfr, count = TIMING_CASES[case]
-    d = demux(timing_dir / file, DemuxParams(resize=48, crop=48, sample_rates=()))
+    d = demux(timing_dir / file, DemuxParams(resize=48, crop=48, sample_rates=(), geometry=geometry))
     assert len(d.frames) == count == expected_frame_count(d.info.duration)
     assert d.frames.shape == (count, 48, 48, 3) and d.frames.dtype == np.uint8
     np.testing.assert_allclose(d.frame_times, np.arange(count) + 0.5)
@@ -196,23 +200,79 @@ def _bar(frame: np.ndarray, axis: int) -> tuple[int, float]:
 
 
 @pytest.mark.parametrize(
-    ("size", "sar", "box", "axis", "bar"),
+    ("size", "sar", "box", "axis", "bar", "squashed"),
     [
-        ("161x97", 1, "x=70:y=0:w=21:h=97", 1, 21 * 256 / 97),  # odd landscape, vertical bar
-        ("180x320", 1, "x=0:y=150:w=180:h=20", 0, 20 * 256 / 180),  # portrait, horizontal bar
-        ("96x96", 2, "x=43:y=0:w=10:h=96", 1, 2 * 10 * 256 / 96),  # anamorphic: displayed 192x96
+        # odd landscape, vertical bar: squash scales it by 256 / width, shorter_side by 256 / height
+        ("161x97", 1, "x=70:y=0:w=21:h=97", 1, 21 * 256 / 97, 21 * 256 / 161),
+        ("180x320", 1, "x=0:y=150:w=180:h=20", 0, 20 * 256 / 180, 20 * 256 / 320),  # portrait, horizontal
+        # anamorphic, displayed 192x96: shorter_side by 256 / 96 displayed, squash by 256 / 96 stored
+        ("96x96", 2, "x=43:y=0:w=10:h=96", 1, 2 * 10 * 256 / 96, 10 * 256 / 96),
     ],
+    ids=["landscape", "portrait", "anamorphic"],
 )
-def test_resize_shorter_side_and_centre_crop(
-    tmp_path: Path, size: str, sar: int, box: str, axis: int, bar: float
+@pytest.mark.parametrize("geometry", ["shorter_side", "squash"])
+def test_resize_and_centre_crop(
+    tmp_path: Path, size: str, sar: int, box: str, axis: int, bar: float, squashed: float, geometry: str
 ) -> None:
     src = f"color=c=black:s={size}:r=5:d=1,drawbox={box}:color=white:t=fill,setsar={sar}"
     ffmpeg("-f", "lavfi", "-i", src, "-c:v", "ffv1", tmp_path / "g.mkv")
-    frame = demux(tmp_path / "g.mkv", DemuxParams(resize=256, crop=224)).frames[0]
+    frame = demux(tmp_path / "g.mkv", DemuxParams(resize=256, crop=224, geometry=geometry)).frames[0]
     assert frame.shape == (224, 224, 3)
     width, centre = _bar(frame, axis)
-    assert abs(width - bar) <= 2  # the bar scaled by resize / shorter displayed side: aspect kept
+    # shorter_side: the bar scaled by resize / shorter displayed side (aspect kept); squash: by resize /
+    # the side it lies across (each side to resize independently)
+    assert abs(width - (bar if geometry == "shorter_side" else squashed)) <= 2
     assert abs(centre - 111.5) <= 1  # and still in the middle: centre crop
+
+
+def _edge_colours(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean RGB of the two outermost columns on each side (rows away from the top and bottom)."""
+    rows = slice(frame.shape[0] // 4, 3 * frame.shape[0] // 4)
+    return frame[rows, :2].reshape(-1, 3).mean(0), frame[rows, -2:].reshape(-1, 3).mean(0)
+
+
+@pytest.mark.parametrize(
+    ("size", "sar"),
+    [("320x180", "1"), ("180x180", "16/9")],  # 16:9 square pixels; anamorphic 16:9 from square storage
+    ids=["16:9", "anamorphic_16:9"],
+)
+def test_squash_keeps_the_frame_edges_shorter_side_crops_them(tmp_path: Path, size: str, sar: str) -> None:
+    """A 16:9 frame with a red band on the left eighth and a blue one on the right eighth, grey between.
+
+    ``squash`` (the paper's 256² then 224² centre crop) keeps 87.5 % of the width, so both bands reach
+    the crop's edges; ``shorter_side`` keeps 49 % of it and both are cut away. Frame counts and the exact
+    square shape are the same for both.
+    """
+    w = int(size.split("x")[0])
+    band = w // 8
+    src = (
+        f"color=c=gray:s={size}:r=10:d=2.3,"
+        f"drawbox=x=0:y=0:w={band}:h=ih:color=red:t=fill,"
+        f"drawbox=x={w - band}:y=0:w={band}:h=ih:color=blue:t=fill,setsar={sar}"
+    )
+    ffmpeg("-f", "lavfi", "-i", src, "-c:v", "ffv1", "-pix_fmt", "yuv444p", tmp_path / "e.mkv")
+    out = {
+        g: demux(tmp_path / "e.mkv", DemuxParams(resize=256, crop=224, sample_rates=(), geometry=g)).frames
+        for g in ("squash", "shorter_side")
+    }
+    red, blue, grey = np.array([255, 0, 0]), np.array([0, 0, 255]), np.array([128, 128, 128])
+    for g, frames in out.items():
+        assert frames.shape == (2, 224, 224, 3), g  # ceil(2.3 - 0.5) = 2 instants at 1 fps
+        left, right = _edge_colours(frames[0])
+        if g == "squash":
+            assert np.abs(left - red).max() < 40 and np.abs(right - blue).max() < 40, (left, right)
+        else:
+            assert np.abs(left - grey).max() < 40 and np.abs(right - grey).max() < 40, (left, right)
+        centre = frames[0, 100:124, 100:124].reshape(-1, 3).mean(0)
+        assert np.abs(centre - grey).max() < 40  # the middle is the grey field in both
+
+
+def test_geometry_is_validated_and_keyword_only() -> None:
+    assert DemuxParams().geometry == "squash"  # the paper's geometry by default
+    with pytest.raises(ValueError, match="geometry"):
+        DemuxParams(geometry="letterbox")  # type: ignore[arg-type]
+    # keyword-only: the positional (fps, resize, crop, sample_rates, max_duration_s) form keeps its meaning
+    assert DemuxParams(1.0, 256, 224, (8000,), 60.0).max_duration_s == 60.0
 
 
 def test_video_without_audio(timing_dir: Path) -> None:

@@ -12,6 +12,7 @@ from instrec_pipeline.models import (
     AUDIO_INPUTS,
     AUDIO_MODELS,
     AudioInput,
+    ChoiICMRNet,
     ChoiNet,
     FrameClassifier,
     HanNet,
@@ -43,10 +44,15 @@ def test_xception_768_width_also_within_budget() -> None:
 
 
 def test_registry_and_inputs() -> None:
-    assert dict(AUDIO_MODELS) == {"han": HanNet, "choi": ChoiNet, "xception": XceptionAudio}
+    assert dict(AUDIO_MODELS) == {
+        "han": HanNet,
+        "choi": ChoiNet,
+        "choi_icmr": ChoiICMRNet,
+        "xception": XceptionAudio,
+    }
     assert AUDIO_INPUTS["han"] == AudioInput(128, 43, 22050, 1024, 512)
     assert AUDIO_INPUTS["choi"] == AudioInput(96, 1366, 12000, 512, 256)
-    assert AUDIO_INPUTS["xception"] == AUDIO_INPUTS["choi"]
+    assert AUDIO_INPUTS["xception"] == AUDIO_INPUTS["choi"] == AUDIO_INPUTS["choi_icmr"]
     assert AUDIO_INPUTS["choi"].frames_for(2.912) == UC_FRAMES
     assert AUDIO_INPUTS["choi"].frames_for(29.12) == 1366
     with pytest.raises(AttributeError):
@@ -172,3 +178,95 @@ def test_train_mode_dropout_differs(index: int) -> None:
     model, inputs = make_model().train(), make_inputs()
     with torch.no_grad():
         assert not torch.allclose(model(*inputs), model(*inputs))
+
+
+def test_choi_icmr_is_the_papers_net() -> None:
+    """The authors' Keras net: flatten of 128 × 1 × 15 into FC 1024, 2.2–2.6 M parameters (paper: 2.4 M)."""
+    model = AUDIO_MODELS["choi_icmr"](N_CLASSES).eval()
+    count = n_params(model)
+    assert 2.2e6 <= count <= 2.6e6, f"{count:,}"
+    assert model.flat_dim == 128 * 1 * 15
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 128, 128]
+    assert [p.kernel_size for p in pools] == [(2, 2), (3, 3), (4, 4), (4, 4)]
+    assert model.input_norm.num_features == 96  # per mel bin
+    x = torch.randn(2, 1, 96, 1366)
+    with torch.no_grad():
+        logits, emb = model(x), model.embed(x)
+    assert logits.shape == (2, N_CLASSES) and torch.isfinite(logits).all()
+    assert emb.shape == (2, model.embedding_dim) == (2, 1024)
+    torch.testing.assert_close(model.classifier(emb), logits)  # embed is what the classifier sees
+    with pytest.raises(ValueError, match="UCcat or CC"):
+        model(torch.randn(2, 1, 96, UC_FRAMES))  # a lone UC segment would be 90 % padding: refused
+
+
+def test_choi_icmr_sees_the_whole_input() -> None:
+    """The zero padding is symmetric (37 frames each side) and the flatten keeps time: changing the first
+    or the last input frame changes the output (no frame is cropped away)."""
+    model = AUDIO_MODELS["choi_icmr"](N_CLASSES).eval()
+    x = torch.randn(1, 1, 96, 1366)
+    with torch.no_grad():
+        base = model.embed(x)
+        for t in (0, 1365):
+            y = x.clone()
+            y[..., t] += 5.0
+            assert not torch.allclose(model.embed(y), base)
+
+
+def test_uccat_concatenates_the_uc_segments_into_one_input() -> None:
+    import numpy as np
+
+    from instrec_pipeline.training.audio import AudioTrainConfig, crops_of
+    from instrec_pipeline.training.data import uniform_crops
+
+    cfg = AudioTrainConfig(model="choi_icmr")
+    assert cfg.strategy == "UCcat"  # the default for the paper's net: one pass per video
+    assert (cfg.frames, cfg.input_frames) == (UC_FRAMES, 1366)
+    assert AudioTrainConfig().strategy == "UC" and AudioTrainConfig(model="choi").strategy == "UC"
+    rng = np.random.default_rng(0)
+    mel = rng.normal(size=(3000, 96)).astype(np.float32)  # (T, n_mels), ~64 s
+    x = crops_of(mel, cfg)
+    assert x.shape == (1, 96, 1366)
+    segments = uniform_crops(mel, 10, UC_FRAMES)
+    np.testing.assert_array_equal(x[0], np.concatenate(list(segments), axis=1)[:, :1366])  # 1370 → 1366
+    short = crops_of(mel[:200], cfg)  # a ~4-s video: overlapping segments, still one full input
+    assert short.shape == (1, 96, 1366)
+    assert crops_of(mel, AudioTrainConfig(model="choi_icmr", strategy="CC")).shape == (1, 96, 1366)
+    assert crops_of(mel, AudioTrainConfig(model="choi")).shape == (10, 96, UC_FRAMES)
+    with pytest.raises(ValueError, match="choi_icmr"):
+        AudioTrainConfig(model="choi_icmr", strategy="UC")  # its flatten needs the full length
+    with pytest.raises(ValueError, match="han"):
+        AudioTrainConfig(model="han", strategy="UCcat")  # Han's 1-s input cannot hold 10 segments
+
+
+def test_choi_icmr_trains_on_uccat_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short smoke of the UCcat path through training and evaluation: one full-length input per video,
+    probabilities and embeddings per clip. The net is narrowed (same layout, same flatten of a 1 × 15 map)
+    so it runs in seconds on a CPU; the full width is checked above."""
+    from functools import partial
+
+    import numpy as np
+
+    from instrec_pipeline.training.audio import AudioTrainConfig, audio_embeddings, audio_probs, train_audio
+    from instrec_pipeline.training.data import SplitData
+
+    narrow = partial(ChoiICMRNet, channels=(4, 8, 8, 8), hidden=32)
+    monkeypatch.setitem(AUDIO_MODELS, "choi_icmr", narrow)
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> SplitData:
+        labels = np.arange(n) % 2
+        ramp = 3 * np.linspace(-1, 1, 96)
+        mels = {f"v{i}": (rng.normal(size=(300, 96)) + labels[i] * ramp).astype(np.float32) for i in range(n)}
+        return SplitData([f"v{i}" for i in range(n)], labels, audio=mels)
+
+    train, val = split(8), split(4)
+    cfg = AudioTrainConfig(model="choi_icmr", batch_size=4, max_epochs=2, patience=2, seed=1)
+    cpu = torch.device("cpu")
+    model, fit = train_audio(train, val, 2, cfg, cpu)
+    assert isinstance(model, ChoiICMRNet) and model.flat_dim == 8 * 1 * 15 and fit.epochs_run == 2
+    probs = audio_probs(model, val, cfg, 2, cpu)
+    assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    emb = audio_embeddings(model, val, cfg, cpu)
+    assert set(emb) == set(val.video_ids) and emb["v0"].shape == (32,)

@@ -99,7 +99,7 @@ def _tagged(n: int, seed: int) -> SplitData:
 
 def test_sigmoid_training_learns_label_sets_and_is_reproducible() -> None:
     train, val = _tagged(16, 0), _tagged(8, 1)
-    cfg = VideoTrainConfig(k=4, lr=0.01, max_epochs=6, patience=3, seed=3, multilabel=True)
+    cfg = VideoTrainConfig(k=4, lr=0.01, lr_search=(), max_epochs=6, patience=3, seed=3, multilabel=True)
     runs = [train_video(train, val, 2, cfg, torch.device("cpu")) for _ in range(2)]
     assert runs[0][2].history == runs[1][2].history and "val_pr_auc" in runs[0][2].history
     probs = video_probs(runs[0][0], val, runs[0][1], 2, torch.device("cpu"), multilabel=True)
@@ -136,6 +136,8 @@ def tags_layout(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_the_graph_trains_and_reports_a_multilabel_dataset(tags_layout: Layout) -> None:
+    from instrec_pipeline.training.loop import load_checkpoint
+    from instrec_pipeline.training.runs import replicate
     from instrec_pipeline_tests.conftest import TAGS_CLASSES
 
     tags_report = tags_layout.report_dir("tiny_tags")
@@ -144,9 +146,11 @@ def test_the_graph_trains_and_reports_a_multilabel_dataset(tags_layout: Layout) 
     rows = {
         "han",
         "choi",
+        "choi_icmr",
         "xception",
         "video",
         "fusion",
+        "fusion_insample",
         "score_average",
         "fusion_no_audio",
         "fusion_no_video",
@@ -161,6 +165,15 @@ def test_the_graph_trains_and_reports_a_multilabel_dataset(tags_layout: Layout) 
     assert ((thresholds >= 0) & (thresholds <= 1)).all().all()  # 0 = always on (the best val F1 for "wind")
     md = (tags_report / "report.md").read_text()
     assert "PR-AUC macro" in md and "tuned on the val split" in md and "data:image/png;base64," in md
+    # `seeds: 2`: every model trained twice (seed replicate 1 fuses its own nets); mean ± sd per row.
+    assert (summary["seeds"] == 2).all() and (summary["seeds_sd"] >= 0).all()
+    assert "## Over seeds" in md and "over 2 seeds" in md
+    for name in ("audio_han", "video", "fusion"):
+        assert tags_layout.model("tiny_tags", replicate(1) + name).exists()
+    # `inputs: holdout`: one pair trained on the rest of train, the fusion on the held-out fifth.
+    fusion = load_checkpoint(tags_layout.model("tiny_tags", "fusion"))["meta"]
+    n_train = len(pd.read_csv(tags_layout.table("tiny_tags", "train", "manifest")))
+    assert len(fusion["members"]) == 1 and fusion["n_train_videos"] == -(-n_train // 5)  # sklearn: ceil
 
 
 def test_predict_names_a_label_set(tags_layout: Layout, tiny_dataset: Path) -> None:

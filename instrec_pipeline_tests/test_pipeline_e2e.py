@@ -9,6 +9,7 @@ from dagster import DagsterInstance
 
 from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.store.layout import Layout
+from instrec_pipeline.training.loop import load_checkpoint
 
 
 def test_every_asset_materialised_for_every_partition(materialised: tuple[Layout, DagsterInstance]) -> None:
@@ -53,6 +54,20 @@ def test_report_comes_from_the_data(materialised: tuple[Layout, DagsterInstance]
         "fusion_no_video",
     }
     assert (summary["n"] == 6).all()
+    # Leak-free fusion: three cross-fitted pairs, each trained without its third of train; the in-sample
+    # fusion (the paper's) stays as a comparison row.
+    assert "fusion_insample" in summary.index
+    fusion = load_checkpoint(layout.model("tiny", "fusion"))["meta"]
+    assert fusion["config"]["inputs"] == "oof" and len(fusion["members"]) == 3
+    train_ids = set(pd.read_csv(layout.table("tiny", "train", "manifest"))["video_id"])
+    assert fusion["n_train_videos"] == len(train_ids)
+    for tag in fusion["members"]:
+        member = load_checkpoint(layout.model("tiny", tag + "audio_choi"))["meta"]
+        assert member["n_train_videos"] < len(train_ids)
+    # The video head's rate was chosen on val among those configured, and the choice is recorded.
+    video = load_checkpoint(layout.model("tiny", "video"))["meta"]
+    assert set(video["tuning"]) == {"lr=0.001", "lr=0.01"}
+    assert video["config"]["lr"] in (0.001, 0.01)
     # Three clearly different instruments: the audio model is far above chance (1/3).
     assert summary.loc["choi", "hit1"] >= 0.66
     assert (layout.report_dir("tiny") / "confusion_choi.png").stat().st_size > 1000

@@ -39,9 +39,9 @@ def _toy(n_videos: int, seed: int) -> SplitData:
 
 def test_video_training_is_reproducible_and_learns() -> None:
     train, val = _toy(12, 0), _toy(6, 1)
-    cfg = VideoTrainConfig(k=4, lr=0.01, max_epochs=6, patience=3, seed=5)
+    cfg = VideoTrainConfig(k=4, lr=0.01, lr_search=(), max_epochs=6, patience=3, seed=5)
     runs = [train_video(train, val, 3, cfg, torch.device("cpu")) for _ in range(2)]
-    p = [video_probs(m, val, norm, 3, torch.device("cpu")) for m, norm, _ in runs]
+    p = [video_probs(m, val, norm, 3, torch.device("cpu")) for m, norm, _, _ in runs]
     np.testing.assert_array_equal(p[0], p[1])
     assert runs[0][2].history == runs[1][2].history
     assert (p[0].argmax(1) == val.labels).mean() == 1.0
@@ -113,10 +113,10 @@ def _stored(tmp_path, split: SplitData) -> SplitData:
 def test_stored_split_trains_exactly_as_in_memory(tmp_path) -> None:
     """Same seed, same metrics: a split read from the store (within the budget) is sampled identically."""
     train, val = _toy(12, 0), _toy(6, 1)
-    cfg = VideoTrainConfig(k=4, lr=0.01, max_epochs=4, patience=3, seed=5)
+    cfg = VideoTrainConfig(k=4, lr=0.01, lr_search=(), max_epochs=4, patience=3, seed=5)
     cpu = torch.device("cpu")
-    m1, n1, f1 = train_video(train, val, 3, cfg, cpu)
-    m2, n2, f2 = train_video(_stored(tmp_path, train), _stored(tmp_path, val), 3, cfg, cpu)
+    m1, n1, f1, _ = train_video(train, val, 3, cfg, cpu)
+    m2, n2, f2, _ = train_video(_stored(tmp_path, train), _stored(tmp_path, val), 3, cfg, cpu)
     assert f1.history == f2.history
     np.testing.assert_array_equal(video_probs(m1, val, n1, 3, cpu), video_probs(m2, val, n2, 3, cpu))
 
@@ -151,7 +151,106 @@ def test_block_stream_over_budget_visits_every_video_once_in_seeded_windows(tmp_
 def test_video_training_streams_past_its_budget_and_learns(tmp_path) -> None:
     train, val = _stored(tmp_path, _toy(24, 0)), _stored(tmp_path, _toy(6, 1))
     cfg = VideoTrainConfig(
-        k=4, lr=0.01, max_epochs=6, patience=3, seed=5, stream_budget_bytes=1, loader_workers=0
+        k=4, lr=0.01, lr_search=(), max_epochs=6, patience=3, seed=5, stream_budget_bytes=1, loader_workers=0
     )
-    model, norm, _ = train_video(train, val, 3, cfg, torch.device("cpu"))
+    model, norm, _, _ = train_video(train, val, 3, cfg, torch.device("cpu"))
     assert (video_probs(model, val, norm, 3, torch.device("cpu")).argmax(1) == val.labels).mean() == 1.0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fine-tuning: random horizontal flips of training frames, never at evaluation
+# --------------------------------------------------------------------------------------------------------
+
+
+def _left_bright(n: int, size: int = 8) -> np.ndarray:
+    """``n`` frames, bright on the left half and dark on the right: a mirror image is told at a glance."""
+    frames = np.full((n, size, size, 3), 20, np.uint8)
+    frames[:, :, : size // 2] = 200
+    return frames
+
+
+def _mirrored(frames: np.ndarray, width_axis: int = 2) -> np.ndarray:
+    """Which frames are mirrored (bright side on the right), for NHWC (axis 2) or NCHW (axis 3) arrays."""
+    half = frames.shape[width_axis] // 2
+    left = np.take(frames, range(half), axis=width_axis).astype(np.float64)
+    right = np.take(frames, range(half, 2 * half), axis=width_axis).astype(np.float64)
+    other = tuple(a for a in range(1, frames.ndim))
+    return left.mean(other) < right.mean(other)
+
+
+def test_training_batches_flip_some_frames_seeded_and_evaluation_frames_never() -> None:
+    from instrec_pipeline.training.finetune import evaluation_frames, training_batch
+
+    videos = [_left_bright(10) for _ in range(4)]
+
+    def batch(flip_seed: int | None) -> np.ndarray:
+        flips = None if flip_seed is None else np.random.default_rng(flip_seed)
+        return training_batch(iter(videos), 5, np.random.default_rng(0), flips)
+
+    x = batch(1)
+    flipped = _mirrored(x)
+    assert x.shape == (20, 8, 8, 3) and 0 < flipped.sum() < len(x)  # some, not all
+    np.testing.assert_array_equal(x[flipped], _left_bright(int(flipped.sum()))[:, :, ::-1])  # exact mirror
+    np.testing.assert_array_equal(x[~flipped], _left_bright(int((~flipped).sum())))  # others untouched
+    np.testing.assert_array_equal(_mirrored(batch(1)), flipped)  # seeded: the same flips again
+    assert not np.array_equal(_mirrored(batch(2)), flipped)  # another seed, other flips
+    assert not _mirrored(batch(None)).any()  # flips off
+    assert not _mirrored(np.concatenate(videos)).any()  # the stored frames are never modified
+    for n in (1, 3, 10):
+        for k in (1, 4, 20):
+            assert not _mirrored(evaluation_frames(_left_bright(n), k)).any()
+
+
+def test_finetune_flips_training_inputs_only(tmp_path, monkeypatch) -> None:
+    """End to end through ``finetune_inception`` with a recording stand-in for Inception: the frames the
+    backbone sees in training mode are mirrored at random (seeded), those it sees in eval mode never."""
+    import pandas as pd
+    from torch import nn
+
+    from instrec_pipeline.features.visual import EMBEDDING_DIM
+    from instrec_pipeline.store import FeatureStore, FrameCodec, Frames, RaggedArray
+    from instrec_pipeline.store.layout import Layout
+    from instrec_pipeline.training import finetune as ft
+    from instrec_pipeline.training.loop import TrainSettings
+
+    class Recorder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.Mixed_7c = nn.Linear(3, EMBEDDING_DIM)  # a "trainable block" so the optimiser has work
+            self.seen: list[tuple[bool, np.ndarray]] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # normalised NCHW: mirroring survives it
+            self.seen.append((self.training, x.detach().cpu().numpy()))
+            return self.Mixed_7c(x.mean((2, 3)))
+
+    layout = Layout(tmp_path)
+    for split, n in (("train", 6), ("val", 3)):
+        ids = [f"{split}{i}" for i in range(n)]
+        path = layout.table("toy", split, "manifest")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        labels = [("a", "b")[i % 2] for i in range(n)]
+        pd.DataFrame({"video_id": ids, "label": labels}).to_csv(path, index=False)
+        group = FeatureStore(tmp_path).group("toy", split)
+        frames = Frames.open(group, 1.0, 8, 8, FrameCodec("raw"))
+        with frames.array:
+            for v in ids:
+                frames.append_stream(v, [_left_bright(7)])
+        if split == "train":
+            RaggedArray.open(group, "embeddings", (EMBEDDING_DIM,), "float32", {"weights": "random"})
+
+    def run(flip: bool) -> tuple[list[bool], list[bool]]:
+        recorder = Recorder()
+        monkeypatch.setattr(ft, "load_inception", lambda *a, **kw: (recorder, None))
+        ft.finetune_inception(
+            layout, "toy", ["a", "b"], TrainSettings(max_epochs=2, patience=5, seed=3),
+            k=4, lr=0.01, batch_size=8, device=torch.device("cpu"), flip=flip,
+        )  # fmt: skip
+        train = [m for training, x in recorder.seen if training for m in _mirrored(x, 3)]
+        evaluation = [m for training, x in recorder.seen if not training for m in _mirrored(x, 3)]
+        assert len(train) == 2 * 6 * 4 and len(evaluation) == 2 * 3 * 4  # epochs × videos × k
+        return train, evaluation
+
+    train, evaluation = run(flip=True)
+    assert 0 < sum(train) < len(train) and not any(evaluation)
+    assert run(flip=True)[0] == train  # the run's seed fixes the flips
+    assert not any(run(flip=False)[0])

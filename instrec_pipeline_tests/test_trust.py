@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
+from instrec_pipeline.evaluation.paper import CHOI_EXTENSION
 from instrec_pipeline.evaluation.probes import linear_probe
 from instrec_pipeline.evaluation.report import ModelResult, build_report
 from instrec_pipeline.evaluation.uncertainty import bootstrap_intervals, paired_bootstrap
@@ -80,7 +80,7 @@ def test_report_flags_rows_below_their_floor_and_marks_random_weights(tmp_path: 
                                   f"{100 * rep.scores['probe_video'].hit1:.2f})"]  # fmt: skip
     assert {f.split(" (")[0] for f in rep.flags["fusion"]} == {"below `score_average`", "below `choi`"}
     s = rep.summary.set_index("model")
-    assert s.loc["choi", "paper_hit1"] == pytest.approx(0.7981)  # the paper's Choi row beside ours
+    assert np.isnan(s.loc["choi", "paper_hit1"]) and s.loc["choi", "marks"] == CHOI_EXTENSION  # an extension
     assert np.isnan(s.loc["fusion", "paper_hit1"]) and np.isnan(s.loc["video", "paper_hit1"])  # marked
     assert s.loc["video", "marks"] == "random Inception weights" and "below" in s.loc["fusion", "flags"]
     for m in ("hit1", "hit3", "f1_macro"):

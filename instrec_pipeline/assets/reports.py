@@ -24,7 +24,7 @@ def _cell(value: object) -> str | int | float | bool | None:
     partitions_def=dataset_partitions,
     group_name="reports",
     deps=[fusion_model, *audio_models],
-    code_version="3",  # 2: multi-label reports; 3: intervals, floors, flags, provenance
+    code_version="4",  # 2: multi-label; 3: intervals, floors, flags, provenance; 4: OOF fusion, seeds
 )
 def evaluation_report(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource
@@ -41,6 +41,7 @@ def evaluation_report(
         resolve_device(compute.device),
         paper_dataset=spec.paper_reference,
         extra_provenance={"split": f"assigned with the dataset's split seed {spec.split_seed}"},
+        seeds=spec.seeds,
     )
     metadata: dict[str, object] = {
         "report": MetadataValue.md(report.markdown),

@@ -4,7 +4,9 @@ Every function takes the model's class scores (``probs``, shape ``(n, C)``) rath
 so that Hit@k and the argmax-based metrics are always computed from the same array.
 
 Ties: the top-1 prediction is ``np.argmax`` (lowest class index wins a tie) everywhere, including Hit@k,
-so Hit@1 always equals the accuracy implied by the confusion matrix.
+so Hit@1 always equals the accuracy implied by the confusion matrix. A row with *all* scores equal (the
+uniform prior a model gives a clip whose modality is missing) is no prediction at all: it counts as a miss
+in Hit@k and F1 and as no column of the confusion matrix, never as a vote for class 0.
 """
 
 from __future__ import annotations
@@ -56,9 +58,20 @@ def _check(
     return y.astype(np.int64), p
 
 
+#: Top-1 "class" of a row that says nothing (all scores equal).
+ABSTAIN = -1
+
+
+def abstains(probs: np.ndarray) -> np.ndarray:
+    """Rows whose scores are all equal: the model had no input for that clip."""
+    p = np.asarray(probs)
+    return np.ptp(p, axis=1) == 0 if p.shape[1] > 1 else np.zeros(len(p), bool)
+
+
 def predict(probs: np.ndarray) -> np.ndarray:
-    """Top-1 class per row; a tie goes to the lowest class index (``np.argmax``)."""
-    return np.asarray(probs).argmax(axis=1)
+    """Top-1 class per row; a tie goes to the lowest class index (``np.argmax``); :data:`ABSTAIN` for a
+    row without information."""
+    return np.where(abstains(probs), ABSTAIN, np.asarray(probs).argmax(axis=1))
 
 
 def hit_at_k(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
@@ -77,7 +90,12 @@ def hit_at_k(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
         return 1.0
     if n_classes == 2:  # sklearn treats 2 labels as the binary case and wants 1-D scores; k is 1 here
         return float(np.mean(predict(p) == y))
-    return float(top_k_accuracy_score(n_classes - 1 - y, p[:, ::-1], k=k, labels=np.arange(n_classes)))
+    said = ~abstains(p)  # a row without information is a miss, whatever the tie rule would pick
+    if not said.any():
+        return 0.0
+    y, p = n_classes - 1 - y[said], p[said, ::-1]
+    hits = top_k_accuracy_score(y, p, k=k, labels=np.arange(n_classes), normalize=False)
+    return float(hits / len(said))
 
 
 def score(y_true: np.ndarray, probs: np.ndarray) -> Scores:
@@ -88,7 +106,7 @@ def score(y_true: np.ndarray, probs: np.ndarray) -> Scores:
     """
     y, p = _check(y_true, probs)
     pred = predict(p)
-    present = np.union1d(y, pred)
+    present = np.setdiff1d(np.union1d(y, pred), [ABSTAIN])
     return Scores(
         hit1=hit_at_k(y, p, 1),
         hit3=hit_at_k(y, p, 3),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from instrec_pipeline.evaluation.multilabel import (
     multilabel_per_class,
     multilabel_score,
 )
-from instrec_pipeline.evaluation.paper import normalise_dataset, paper_row
+from instrec_pipeline.evaluation.paper import Setup, normalise_dataset, paper_row
 from instrec_pipeline.evaluation.plots import confusion_png, curves_png, tsne_png
 from instrec_pipeline.evaluation.uncertainty import Interval, bootstrap_intervals, paired_bootstrap
 from instrec_pipeline.store.atomic import atomic_write
@@ -49,6 +49,12 @@ class ModelResult:
     #: Departures from the paper's setup shown beside the row (e.g. random Inception weights); a marked
     #: row gets no paper columns: its numbers do not compare with the paper's.
     marks: tuple[str, ...] = ()
+    #: The row's headline score (Hit@1; multi-label: macro PR-AUC) for each seed replicate, the main
+    #: models first; two or more give the report's mean ± sd.
+    replicates: tuple[float, ...] = ()
+    #: How the row was produced (strategy, k, fusion audio net): the paper's row is matched on it, and a
+    #: departure it reveals is added to ``marks`` by :func:`build_report`.
+    setup: Setup = Setup()
 
 
 @dataclass
@@ -132,7 +138,7 @@ def _with_ci(x: float, ci: Interval) -> str:
 def _single_row(r: ModelResult, probs: np.ndarray, class_names: list[str], reference: str) -> _Row:
     n_classes = len(class_names)
     s = score(r.y_true, probs)
-    p = None if r.marks else paper_row(r.key, reference)
+    p = None if r.marks else paper_row(r.key, reference, **asdict(r.setup))[0]
     ci = bootstrap_intervals(np.asarray(r.y_true), probs)
     summary = {
         "hit1": s.hit1,
@@ -238,6 +244,8 @@ def build_report(
     multilabel = bool(results) and np.asarray(results[0].y_true).ndim == 2
 
     reference = paper_dataset or dataset
+    if not multilabel:
+        results = [_with_paper_marks(r, reference) for r in results]
     ds_name = dataset if paper_dataset else normalise_dataset(dataset) or dataset
     files: dict[str, Path] = {}
     all_scores: dict[str, Scores | MultiLabelScores] = {}
@@ -287,6 +295,10 @@ def build_report(
     compared = [] if multilabel else _compare(results, comparisons)
     for row, r in zip(summary_rows, results, strict=True):
         row["flags"] = "; ".join(flags.get(r.key, []))
+        if len(r.replicates) > 1:
+            row.update(seeds=len(r.replicates), seeds_mean=float(np.mean(r.replicates)),
+                       seeds_sd=float(np.std(r.replicates, ddof=1)))  # fmt: skip
+    spread = _seed_spread(results, all_scores)
     for cells, r in zip(table_rows, results, strict=True):
         marks = [*(["⚠ " + f for f in flags.get(r.key, [])]), *(f"† {m}" for m in r.marks)]
         cells[0] = f"{cells[0]} {' '.join(marks)}".rstrip()
@@ -324,11 +336,30 @@ def build_report(
            "from the paper's; such rows get no paper columns.\n\n" if not multilabel else "")
         + ("## Comparisons (paired bootstrap)\n\n" + "\n".join(f"- {c}" for c in compared) + "\n\n"
            if compared else "")
+        + (f"## Over seeds\n\n{spread}\n\n" if spread else "")
         + f"## Flags\n\n{checks}\n\n"
         + "\n\n".join(sections) + "\n"
     )  # fmt: skip
     write("report.md", markdown.encode("utf-8"))
     return Report(summary, markdown, files, all_scores, flags, compared)
+
+
+def _with_paper_marks(r: ModelResult, reference: str) -> ModelResult:
+    """``r`` with what departs from the paper's setup among its marks (the extension ``choi``, CC, another
+    k, another fusion audio net), so the row says why it has no paper number; ``r`` itself is not changed."""
+    why = paper_row(r.key, reference, **asdict(r.setup))[1]
+    return replace(r, marks=(*r.marks, why)) if why and why not in r.marks else r
+
+
+def _seed_spread(results: list[ModelResult], scores: dict[str, Scores | MultiLabelScores]) -> str:
+    """Mean ± sd (n − 1) of each replicated row's headline score over its seeds, with every value."""
+    lines = []
+    for r in results:
+        if len(r.replicates) > 1:
+            name, v = scores[r.key].headline()[0], r.replicates
+            mean, sd = _pct(float(np.mean(v))), _pct(float(np.std(v, ddof=1)))
+            lines.append(f"- `{r.key}`: {name} {mean} ± {sd} over {len(v)} seeds ({', '.join(map(_pct, v))})")
+    return "\n".join(lines)
 
 
 def _flags(results: list[ModelResult], scores: dict[str, Scores | MultiLabelScores]) -> dict[str, list[str]]:

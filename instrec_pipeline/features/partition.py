@@ -60,7 +60,7 @@ def demux_partition(
     run left there is removed first.
     """
     codec = codec or FrameCodec()
-    frames = Frames.open(group, params.fps, params.resize, params.crop, codec)
+    frames = Frames.open(group, params.fps, params.resize, params.crop, codec, geometry=params.geometry)
     audio = {sr: open_audio(group, sr) for sr in params.sample_rates}
     summary = StageSummary()
     todo = []

@@ -2,8 +2,9 @@
 
 One ffmpeg process per video does everything (decoding twice would double the dominant cost):
 
-* frames: ``setpts → tpad → fps → scale → rgb24 → crop``, written to stdout as raw rgb24 and read in
-  fixed-size chunks, so memory is bounded by the batch size whatever the video's length;
+* frames: ``setpts → tpad → fps → scale → rgb24 → crop`` (the scale squashes or keeps the aspect ratio, see
+  :class:`DemuxParams`), written to stdout as raw rgb24 and read in fixed-size chunks, so memory is
+  bounded by the batch size whatever the video's length;
 * audio: ``pan`` (average of all channels) ``→ asplit →`` one ``aresample`` (soxr) per rate, each written as
   f32le to a private temporary directory (audio is tiny next to frames), read back, then deleted.
 
@@ -30,10 +31,10 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal, get_args
 
 import ffmpeg
 import numpy as np
@@ -44,6 +45,8 @@ from instrec_pipeline.media.probe import MediaInfo, _probe, _Probed, ffmpeg_path
 __all__ = [
     "DemuxParams",
     "Demuxed",
+    "GEOMETRIES",
+    "Geometry",
     "Spooled",
     "demux",
     "demux_to_spool",
@@ -62,12 +65,30 @@ _SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
 _DISK_MARGIN = 1 << 30
 
 
+#: How a frame becomes a ``resize``×``resize`` picture before the centre crop (see :class:`DemuxParams`).
+Geometry = Literal["squash", "shorter_side"]
+GEOMETRIES: tuple[str, ...] = get_args(Geometry)
+
+
 @dataclass(frozen=True)
 class DemuxParams:
     """How to sample and shape a video.
 
-    ``resize`` is the length the shorter (displayed) side is scaled to, keeping the aspect ratio; then a
-    centred ``crop``×``crop`` square is cut (paper: 256 → 224; Inception's native input: 342 → 299).
+    ``geometry`` says how the displayed picture (sample aspect ratio applied, so anamorphic sources are
+    treated by what a player shows) is brought to ``resize`` before a centred ``crop``×``crop`` square is
+    cut (paper: 256 → 224; Inception's native input: 342 → 299):
+
+    * ``squash`` (default): both sides scaled to ``resize``, aspect ratio ignored — what the paper's
+      authors did, so it is what reproduces their features. The crop keeps ``crop/resize`` of the width
+      and height (87.5 % at 256 → 224), whatever the aspect ratio, at the cost of distorted shapes (a
+      16:9 frame is squeezed horizontally by 1.78).
+    * ``shorter_side``: the shorter displayed side scaled to ``resize``, aspect ratio kept; undistorted,
+      but the square crop keeps only ``crop/resize · 9/16`` = 49 % of a 16:9 frame's width, so a player
+      at the edge of a wide shot can be cut away.
+
+    Both give exactly ``crop``×``crop`` frames. ``geometry`` is keyword-only so positional callers of the
+    older ``(fps, resize, crop, sample_rates, max_duration_s)`` form keep their meaning.
+
     ``max_duration_s`` refuses longer files at probe time: a tiny file can claim hours (one timestamp), and
     frames, memory and spool grow with the duration. It bounds the work, not the result, so it is not part
     of what identifies stored features.
@@ -78,6 +99,7 @@ class DemuxParams:
     crop: int = 224
     sample_rates: tuple[int, ...] = (12000, 22050)
     max_duration_s: float = 7200.0
+    geometry: Geometry = field(default="squash", kw_only=True)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -88,6 +110,8 @@ class DemuxParams:
             raise ValueError(f"sample rates must be positive integers, got {self.sample_rates}")
         if not self.max_duration_s > 0:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
 
 
 @dataclass
@@ -129,22 +153,34 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1_000_000)
 
 
+def _scaled_size(params: DemuxParams) -> tuple[str, str]:
+    """The ``scale`` filter's width and height expressions for ``params.geometry``.
+
+    ``squash`` maps the whole displayed picture onto ``resize``×``resize``: the stored pixel grid spans
+    the displayed picture whatever its sample aspect ratio, so anamorphic sources need no special case
+    (``setsar=1`` afterwards declares the square pixels). ``shorter_side`` uses the displayed width
+    ``iw*sar``, so the shorter *displayed* side becomes exactly ``resize`` and the other is at least that.
+    """
+    r = params.resize
+    if params.geometry == "squash":
+        return str(r), str(r)
+    portrait = "lt(iw*sar,ih)"
+    return (
+        f"if({portrait},{r},max({r},round({r}*iw*sar/ih)))",
+        f"if({portrait},max({r},round({r}*ih/(iw*sar))),{r})",
+    )
+
+
 def _video_chain(stream: ffmpeg.nodes.FilterableStream, params: DemuxParams) -> ffmpeg.nodes.FilterableStream:
     rate = _rate(params.fps)
     half_period = f"{rate.denominator}/(2*{rate.numerator})"
-    r, c = params.resize, params.crop
-    # Display width is iw*sar (anamorphic sources); the shorter displayed side becomes exactly `resize`.
-    portrait = "lt(iw*sar,ih)"
+    c = params.crop
+    w, h = _scaled_size(params)
     return (
         stream.filter("setpts", f"PTS-STARTPTS-{half_period}/TB")
         .filter("tpad", stop_mode="clone", stop_duration=repr(float(1 / rate)))
         .filter("fps", fps=f"{rate.numerator}/{rate.denominator}", round="up")
-        .filter(
-            "scale",
-            w=f"if({portrait},{r},max({r},round({r}*iw*sar/ih)))",
-            h=f"if({portrait},max({r},round({r}*ih/(iw*sar))),{r})",
-            flags=_SWS_FLAGS,
-        )
+        .filter("scale", w=w, h=h, flags=_SWS_FLAGS)
         .filter("format", "rgb24")  # convert in the scaler, then crop exactly in RGB
         .filter("crop", c, c)  # x, y default to the centre
         .filter("setsar", 1)

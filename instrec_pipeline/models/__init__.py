@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .choi import ChoiNet
+from .choi import ChoiICMRNet, ChoiNet
 from .fusion import LateFusionNet
 from .han import HanNet
 from .video import FrameClassifier
@@ -43,13 +43,26 @@ HAN_INPUT = AudioInput(n_mels=128, frames=43, sample_rate=22050, n_fft=1024, hop
 #: Choi et al. 2016: 96 mels × 1366 frames (29.12 s), 12 kHz, window 512, hop 256.
 CHOI_INPUT = AudioInput(n_mels=96, frames=1366, sample_rate=12000, n_fft=512, hop=256)
 
-AUDIO_MODELS: dict[str, type[nn.Module]] = {"han": HanNet, "choi": ChoiNet, "xception": XceptionAudio}
+#: ``choi_icmr`` is the paper's Choi net (flatten, fixed 1366-frame input); ``choi`` the project's wider,
+#: length-free extension of it (global pooling), which stays the fusion's default audio net.
+AUDIO_MODELS: dict[str, type[nn.Module]] = {
+    "han": HanNet,
+    "choi": ChoiNet,
+    "choi_icmr": ChoiICMRNet,
+    "xception": XceptionAudio,
+}
 AUDIO_TITLES: dict[str, str] = {
     "han": "Han et al. 2016",
-    "choi": "Choi et al. 2016",
+    "choi": "Choi et al. 2016, wider, global pooling (extension)",
+    "choi_icmr": "Choi et al. 2016 (the paper's net)",
     "xception": "Xception (48×3 first filters)",
 }
-AUDIO_INPUTS: dict[str, AudioInput] = {"han": HAN_INPUT, "choi": CHOI_INPUT, "xception": CHOI_INPUT}
+AUDIO_INPUTS: dict[str, AudioInput] = {
+    "han": HAN_INPUT,
+    "choi": CHOI_INPUT,
+    "choi_icmr": CHOI_INPUT,
+    "xception": CHOI_INPUT,
+}
 
 __all__ = [
     "AUDIO_INPUTS",
@@ -58,6 +71,7 @@ __all__ = [
     "CHOI_INPUT",
     "HAN_INPUT",
     "AudioInput",
+    "ChoiICMRNet",
     "ChoiNet",
     "FrameClassifier",
     "HanNet",

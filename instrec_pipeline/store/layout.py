@@ -36,7 +36,9 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise the upstream asset first")
     return pd.read_csv(
-        path, dtype={"video_id": str, "source": str, "label": str, "split": str}, keep_default_na=False
+        path,
+        dtype={"video_id": str, "source": str, "label": str, "split": str, "group": str},
+        keep_default_na=False,
     )
 
 

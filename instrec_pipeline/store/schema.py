@@ -87,8 +87,27 @@ class Frames:
         self.codec = FrameCodec(p.get("codec", "raw"), int(p.get("quality", 90)))
 
     @classmethod
-    def open(cls, group: zarr.Group, fps: float, resize: int, crop: int, codec: FrameCodec) -> Frames:
-        params = {"fps": fps, "resize": resize, "crop": crop, "layout": "HWC RGB uint8", **codec.as_dict()}
+    def open(
+        cls,
+        group: zarr.Group,
+        fps: float,
+        resize: int,
+        crop: int,
+        codec: FrameCodec,
+        *,
+        geometry: str = "squash",
+    ) -> Frames:
+        """The partition's frames modality for these parameters (emptied first if they differ).
+
+        ``geometry`` (``squash`` | ``shorter_side``, see :class:`~instrec_pipeline.media.demux.DemuxParams`)
+        is recorded with the rest: a change of it changes the parameters' digest, so the frames (and the
+        embeddings made from them) are re-extracted, and reports show which geometry made them. Stores
+        written before it was recorded hold ``shorter_side`` frames and no ``geometry`` key.
+        """
+        params = {
+            "fps": fps, "resize": resize, "crop": crop, "geometry": geometry, "layout": "HWC RGB uint8",
+            **codec.as_dict(),
+        }  # fmt: skip
         if codec.kind == "raw":
             array = RaggedArray.open(group, FRAMES, (crop, crop, 3), "uint8", params)
         else:

@@ -1,4 +1,5 @@
-"""Audio CNNs (Han, Choi, Xception) trained on log-mel segments; clip predictions averaged over segments."""
+"""Audio CNNs (Han, Choi, Xception) trained on log-mel segments; clip predictions averaged over segments
+(UC), or one pass over the segments concatenated (UCcat, the authors' code) or a central crop (CC)."""
 
 from __future__ import annotations
 
@@ -23,20 +24,51 @@ from instrec_pipeline.training.data import (
 from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, fit, seed_everything
 
 #: Which stored log-mel each model reads (Xception takes Choi's input, as in the paper).
-MODEL_MEL: dict[str, MelParams] = {"han": HAN, "choi": CHOI, "xception": CHOI}
+MODEL_MEL: dict[str, MelParams] = {"han": HAN, "choi": CHOI, "choi_icmr": CHOI, "xception": CHOI}
+
+#: The segment strategies each model can take, its default first.
+#: UC: ``n_segments`` uniformly spread crops, each scored alone, predictions (or embeddings) averaged — the
+#: paper's text. UCcat: the same segments concatenated in time into one input of the model's full length,
+#: one forward pass per video — what the authors' code did (Veleslavia/ICMR2017 ``dataloaders/audio.py``
+#: concatenates 10 × 2.912 s of audio into one 29.12-s log-mel), so it needs a model whose input spans the
+#: segments (not Han's 1-s input). CC: one central crop of the model's full length.
+#: ``choi_icmr`` flattens a fixed 1366-frame map, so it cannot score 137-frame UC segments alone.
+STRATEGY_TITLES: dict[str, str] = {
+    "UC": "UC segments (10 per video, predictions averaged)",
+    "UCcat": "UC segments concatenated into one input (the authors' code)",
+    "CC": "the central crop",
+}
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "han": ("UC", "CC"),
+    "choi": ("UC", "UCcat", "CC"),
+    "choi_icmr": ("UCcat", "CC"),
+    "xception": ("UC", "UCcat", "CC"),
+}
 
 
 @dataclass(frozen=True)
 class AudioTrainConfig(TrainSettings):
-    """Defaults are the paper's: UC with 10 segments, Adam, early stopping after 10 epochs."""
+    """Defaults are the paper's: 10 segments (UC, or UCcat for ``choi_icmr``), Adam, early stopping after
+    10 epochs."""
 
     model: str = "choi"
-    strategy: str = "UC"  # UC: uniform segments, predictions averaged; CC: one central crop
+    strategy: str = ""  # "" = the model's default (STRATEGIES[model][0]); one of UC, UCcat, CC
     n_segments: int = 10
-    segment_frames: int = 0  # 0 = the model's own: Han 43, Choi/Xception 137 (2.912 s) for UC, 1366 for CC
+    segment_frames: int = 0  # 0 = the model's own: Han 43, Choi 137 (2.912 s) for UC / UCcat, 1366 for CC
     batch_size: int = 32
     lr: float = 1e-3
     patience: int = 10
+
+    def __post_init__(self) -> None:
+        """Resolve the default strategy (so saved configs name it) and refuse a model/strategy pair that
+        cannot work, before any data is read."""
+        allowed = STRATEGIES.get(self.model)
+        if allowed is None:
+            raise ValueError(f"unknown audio model {self.model!r}; known: {sorted(STRATEGIES)}")
+        if not self.strategy:
+            object.__setattr__(self, "strategy", allowed[0])
+        if self.strategy not in allowed:
+            raise ValueError(f"audio model {self.model!r} takes strategies {allowed}, not {self.strategy!r}")
 
     @property
     def mel(self) -> MelParams:
@@ -44,6 +76,7 @@ class AudioTrainConfig(TrainSettings):
 
     @property
     def frames(self) -> int:
+        """Frames of one crop: a segment for UC / UCcat, the model's full input for CC."""
         if self.segment_frames:
             return self.segment_frames
         spec = AUDIO_INPUTS[self.model]
@@ -51,12 +84,37 @@ class AudioTrainConfig(TrainSettings):
             return spec.frames
         return spec.frames_for(spec.duration_s / self.n_segments)
 
+    @property
+    def input_frames(self) -> int:
+        """Frames of one model input: UCcat's concatenation is cut or padded to the model's input length
+        (10 × 137 = 1370 → 1366 for Choi's input); otherwise one crop."""
+        return AUDIO_INPUTS[self.model].frames if self.strategy == "UCcat" else self.frames
+
 
 def crops_of(logmel: np.ndarray, cfg: AudioTrainConfig) -> np.ndarray:
-    """One video's crops, ``(n, n_mels, frames)``: UC segments or the central crop."""
+    """One video's model inputs, ``(n, n_mels, frames)``: UC segments, their concatenation (UCcat, n = 1)
+    or the central crop (CC, n = 1)."""
     if cfg.strategy == "UC":
         return uniform_crops(logmel, cfg.n_segments, cfg.frames)
+    if cfg.strategy == "UCcat":
+        return concatenated_crops(logmel, cfg.n_segments, cfg.frames, cfg.input_frames)
     return central_crop(logmel, cfg.frames)
+
+
+def concatenated_crops(logmel: np.ndarray, n_segments: int, frames: int, length: int) -> np.ndarray:
+    """UCcat: the UC segments of ``(T, n_mels)`` side by side in time, cut or padded (with the video's
+    floor, i.e. silence, as UC pads) to ``length`` → ``(1, n_mels, length)``.
+
+    Cutting drops the last segment's final frames (1370 → 1366: 4 frames, 85 ms); the authors concatenated
+    the audio before the STFT, which yields 1366 frames without a cut.
+    """
+    segments = uniform_crops(logmel, n_segments, frames)  # (n, n_mels, frames)
+    joined = np.concatenate(list(segments), axis=1)[:, :length]  # (n_mels, ≤ length)
+    if joined.shape[1] < length:
+        floor = float(segments.min()) if segments.size else 0.0
+        pad = np.full((joined.shape[0], length - joined.shape[1]), floor, joined.dtype)
+        joined = np.concatenate([joined, pad], axis=1)
+    return joined[None]
 
 
 def build_model(cfg: AudioTrainConfig, n_classes: int) -> nn.Module:
@@ -129,7 +187,7 @@ def train_audio(
     if not ids:
         raise ValueError("no training video has audio: cannot train an audio model")
     y_ids = train.labels_for(ids)
-    crop_bytes = cfg.n_segments * cfg.mel.n_mels * cfg.frames * 4
+    crop_bytes = max(cfg.n_segments * cfg.frames, cfg.input_frames) * cfg.mel.n_mels * 4
     stream = BlockStream(
         train.audio, ids, partial(crops_of, cfg=cfg),
         cost=lambda v: max(crop_bytes, nbytes(train.audio, v, cfg.mel.n_mels * 4)),

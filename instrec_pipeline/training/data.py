@@ -95,6 +95,10 @@ class SplitData:
         pos = {v: i for i, v in enumerate(self.video_ids)}
         return self.labels[[pos[v] for v in ids]]
 
+    def subset(self, ids: list[str]) -> SplitData:
+        """The same stored rows seen through ``ids`` only (a fold of train for cross-fitting)."""
+        return SplitData(list(ids), self.labels_for(ids), self.audio, self.frames)
+
 
 def manifest_labels(
     layout: Layout, dataset: str, split: str, classes: list[str], multilabel: bool

@@ -4,14 +4,17 @@ The default video model trains a head on embeddings extracted once; the paper fi
 (11–98 h per model on its GPUs). Behind the ``finetune`` flag the last Inception blocks (``Mixed_7*``) and
 a softmax/sigmoid head are trained frame-level on the train split, ``k`` random frames per video per
 epoch, early-stopped on the val split, with every batch norm frozen (batches of a few videos give poor
-statistics). The backbone is then saved as a plain Inception v3 state dict, every split is re-embedded
-with it into its own store modality, and the usual head trains on those embeddings, so evaluation,
-fusion and prediction read fine-tuned features through the same code. Meant for a GPU; correct on CPU.
+statistics). Training frames are flipped left–right at random (the paper's only augmentation); frames
+seen at validation and embedding time never are (the 2017 code also flipped at test time, a defect: a
+test prediction should not depend on a coin toss). The backbone is then saved as a plain Inception v3
+state dict, every split is re-embedded with it into its own store modality, and the usual head trains on
+those embeddings, so evaluation, fusion and prediction read fine-tuned features through the same code.
+Meant for a GPU; correct on CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,38 @@ from instrec_pipeline.training.loop import FitResult, TrainSettings, activate, f
 
 #: Store modality of the embeddings made by a fine-tuned backbone (the plain ones stay as they are).
 TRAINABLE = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
+#: Second entropy word of the flips' generator: its own stream of the run's seed, so switching flips on
+#: or off leaves the frames each epoch samples unchanged (runs with and without them stay comparable).
+_FLIP_STREAM = 1
+
+
+def random_hflip(frames: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """``(n, H, W, C)`` frames with each one mirrored left–right with probability ``p`` (a new array).
+
+    Instruments look the same mirrored (left-handed players exist), so a flip is a free extra view of a
+    training frame; applied per frame, so the ``k`` frames of a video see different mirrorings.
+    """
+    flip = rng.random(len(frames)) < p
+    out = np.array(frames, copy=True)
+    out[flip] = out[flip][:, :, ::-1]
+    return out
+
+
+def training_batch(
+    videos: Iterable[np.ndarray], k: int, rng: np.random.Generator, flip_rng: np.random.Generator | None
+) -> np.ndarray:
+    """``k`` random frames of each video, stacked; randomly mirrored when ``flip_rng`` is given.
+
+    ``videos`` may be lazy: each is read, sampled and dropped in turn, so one whole video at most is in
+    memory (a long one decodes to hundreds of MB).
+    """
+    x = np.concatenate([video[sample_frames(len(video), k, rng)] for video in videos])
+    return x if flip_rng is None else random_hflip(x, flip_rng)
+
+
+def evaluation_frames(video: np.ndarray, k: int) -> np.ndarray:
+    """``k`` uniformly spaced frames of a video, as stored: no randomness and no flip at evaluation."""
+    return video[sample_frames(len(video), k, None)]
 
 
 class InceptionClassifier(nn.Module):
@@ -72,8 +107,12 @@ def finetune_inception(
     lr: float,
     batch_size: int,
     device: torch.device,
+    flip: bool = True,
 ) -> tuple[Path, FitResult]:
-    """Fine-tune from the weights the dataset's embeddings were made with; returns the saved backbone."""
+    """Fine-tune from the weights the dataset's embeddings were made with; returns the saved backbone.
+
+    ``flip``: mirror training frames at random (seeded by ``settings.seed``); validation never does.
+    """
     seed, multilabel = settings.seed, settings.multilabel
     seed_everything(seed)
     train_frames, train_ids, y_train = _split(layout, dataset, "train", classes, multilabel)
@@ -87,28 +126,22 @@ def finetune_inception(
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
     rng = np.random.default_rng(seed)
+    flip_rng = np.random.default_rng([seed, _FLIP_STREAM]) if flip else None
     per_batch = max(1, batch_size // k)
 
     def batches(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = rng.permutation(len(train_ids))
         for i in range(0, len(order), per_batch):
             picked = order[i : i + per_batch]
-            x, y = [], []
-            for j in picked:
-                video = train_frames.get(train_ids[j])
-                x.append(video[sample_frames(len(video), k, rng)])
-                y.append(np.repeat(y_train[j : j + 1], k, axis=0))
-            yield (
-                torch.from_numpy(np.concatenate(x)).to(device),
-                torch.from_numpy(np.concatenate(y)).to(device),
-            )
+            x = training_batch((train_frames.get(train_ids[j]) for j in picked), k, rng, flip_rng)
+            y = np.concatenate([np.repeat(y_train[j : j + 1], k, axis=0) for j in picked])
+            yield torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     @torch.no_grad()
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         probs = []
         for v in val_ids:
-            video = val_frames.get(v)
-            x = torch.from_numpy(video[sample_frames(len(video), k, None)]).to(device)
+            x = torch.from_numpy(evaluation_frames(val_frames.get(v), k)).to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 probs.append(activate(m(x).float(), multilabel).mean(0).cpu().numpy())
         return y_val, np.stack(probs) if probs else np.zeros((0, len(classes)), np.float32)

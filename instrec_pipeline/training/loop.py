@@ -56,6 +56,8 @@ class FitResult:
     best_epoch: int = 0
     epochs_run: int = 0
     seconds: float = 0.0
+    #: Val score per hyper-parameter value tried when one was chosen on val (e.g. ``{"lr=0.01": 0.8}``).
+    tuning: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
