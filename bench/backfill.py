@@ -24,9 +24,9 @@ from dagster import AssetKey, DagsterInstance
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS  # noqa: E402
 from instrec_pipeline.cli import TRAINING  # noqa: E402
 from instrec_pipeline.datasets.manifest import SPLITS  # noqa: E402
+from instrec_pipeline.defs.jobs import EXTRACTION_ASSETS  # noqa: E402
 from instrec_pipeline_tests.dagster_ui import backfill, dagster_dev  # noqa: E402
 
 LOCKED = "database is locked"

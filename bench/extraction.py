@@ -1,27 +1,41 @@
 """Extraction benchmark: prints figures, asserts nothing (a benchmark, not a test).
 
-    .venv/bin/python bench/extraction.py [--out bench/out] [--videos 8] [--seconds 20]
+    .venv/bin/python bench/extraction.py [--out bench/out] [--videos 8] [--seconds 60] [--only adfgh]
 
 All figures come from one run over one generated corpus of real containers (h264/aac mp4, 640×360,
 25 fps, stereo 44.1 kHz):
 
-a. demux wall time ÷ the ffmpeg floor (the same ffmpeg commands, output discarded, same parallelism);
+a. demux wall time ÷ the ffmpeg floor (the same ffmpeg commands, built beforehand, output discarded, same
+   parallelism); also in CPU seconds, which a machine loaded by other jobs distorts less;
 b. log-mel throughput (torchaudio) ÷ librosa's on the same audio (CPU);
-c. embedding throughput inside the pipeline ÷ a bare ``model(x)`` loop, same batch size and dtype;
+c. embedding throughput inside the pipeline ÷ a bare forward loop, same batch size, precision and runtime,
+   and that forward's speed-up over torch float32;
 d. end-to-end extraction ÷ a video_features-style baseline (OpenCV reading every frame, batch-1 CNN);
-e. cost per video with 10 vs 40 videos; peak RSS for a 30-s vs a 10-min video.
+e. cost per video with 10 vs 40 videos; peak RSS for a 30-s vs a 10-min video;
+f. ffmpeg threads per process vs processes per core, on 1 and 2 cores, projected to 16;
+g. training seconds per epoch, Choi, float32 vs bf16 autocast (synthetic log-mels);
+h. Inception v3 forward at batch 32: torch float32 / bf16 autocast / channels-last, torch.compile,
+   OpenVINO float32 / bf16 (when installed), each with its worst cosine to float32 on real frames.
+
+The machine's load average is printed with each section: on a shared machine, compare figures taken
+under the same load only.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import ffmpeg
@@ -32,11 +46,24 @@ import torch
 from instrec_pipeline.features.logmel import CHOI, MEL_INPUTS, log_mel
 from instrec_pipeline.features.partition import demux_partition, embedding_partition, logmel_partition
 from instrec_pipeline.features.visual import FrameEmbedder
-from instrec_pipeline.media.demux import DemuxParams, _Job
+from instrec_pipeline.media.demux import DemuxParams, _Job, demux, demux_to_spool
+from instrec_pipeline.parallel import demux_plan, usable_cores
 from instrec_pipeline.store import FeatureStore
 
 PARAMS = DemuxParams(sample_rates=(12000, 22050))
 WORKERS = 2
+SECTIONS = "abcdefgh"
+
+
+def load() -> str:
+    """The 1-minute load average, per core: what else was running while a figure was taken."""
+    return f"load {os.getloadavg()[0]:.1f} on {usable_cores()} cores"
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (ffmpeg) so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def make_video(path: Path, seconds: float, seed: int) -> Path:
@@ -66,44 +93,63 @@ def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
     return time.perf_counter() - start, result
 
 
-def ffmpeg_floor(paths: list[Path]) -> float:
-    """The same one-pass ffmpeg commands the pipeline runs, frames piped to nothing, audio to scratch."""
+def ffmpeg_floor(paths: list[Path]) -> tuple[float, float]:
+    """The same one-pass ffmpeg commands the pipeline runs, frames piped to nothing, audio to scratch.
 
-    def one(path: Path) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            args, _ = _Job(path, PARAMS, with_audio=True)._command(Path(tmp))
+    Commands are built (and their files probed) before the clock starts, with the ffmpeg threads
+    ``demux_partition`` gives its workers: the floor is the pipeline's ffmpeg alone. Returns wall and CPU
+    seconds.
+    """
+    params = replace(PARAMS, threads=demux_plan(workers=WORKERS).threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = []
+        for i, path in enumerate(paths):
+            (Path(tmp) / str(i)).mkdir()
+            commands.append(_Job(path, params, with_audio=True)._command(Path(tmp) / str(i))[0])
+
+        def one(args: list[str]) -> None:
             subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(one, paths))
-    return time.perf_counter() - start
+        start, cpu = time.perf_counter(), cpu_seconds()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(one, commands))
+        return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def extract(paths: list[Path], root: Path, embedder: FrameEmbedder) -> dict[str, float]:
-    """The pipeline's extraction stages on one partition; seconds per stage."""
+    """The pipeline's extraction stages on one partition; seconds per stage (and demux's CPU seconds)."""
     group = FeatureStore(root).group("bench", "train")
     t = {}
     with ThreadPoolExecutor(WORKERS) as pool:
+        cpu = cpu_seconds()
         t["demux"], _ = timed(demux_partition, raw_table(paths), group, PARAMS, pool, root / "tmp")
+        t["demux_cpu"] = cpu_seconds() - cpu
     t["log_mel"] = sum(timed(logmel_partition, group, mel, "cpu")[0] for mel in MEL_INPUTS.values())
     t["embeddings"], _ = timed(embedding_partition, group, embedder)
     return t
 
 
-def bare_model_loop(embedder: FrameEmbedder, n_frames: int) -> float:
-    """Frames/s of ``model(x)`` alone on ready tensors, same batch size and dtype."""
-    x = torch.rand(embedder.batch_size, 3, PARAMS.crop, PARAMS.crop, device=embedder.device)
-    x = x.contiguous(memory_format=torch.channels_last)  # the model's layout: a fair bare loop
-    batches = max(1, n_frames // embedder.batch_size)
-    with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=embedder.cuda):
-        embedder.model(x)  # warm-up
+def stage_total(t: dict[str, float]) -> float:
+    return t["demux"] + t["log_mel"] + t["embeddings"]
+
+
+def forward_rate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int) -> float:
+    """Frames/s of ``forward`` alone on a ready batch (one warm-up call first), at least ``frames`` frames."""
+    batches = max(1, frames // len(x))
+    with torch.inference_mode():
+        forward(x)
         start = time.perf_counter()
         for _ in range(batches):
-            embedder.model(x)
-        if embedder.cuda:
+            forward(x)
+        if x.is_cuda:
             torch.cuda.synchronize()
-    return batches * embedder.batch_size / (time.perf_counter() - start)
+    return batches * len(x) / (time.perf_counter() - start)
+
+
+def ready_batch(embedder: FrameEmbedder, size: int | None = None) -> torch.Tensor:
+    """A batch as the embedder's forward receives it (normalised, channels-last, on its device)."""
+    shape = (size or embedder.batch_size, PARAMS.crop, PARAMS.crop, 3)
+    return embedder._prepare(np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8))
 
 
 def opencv_baseline(paths: list[Path], model: torch.nn.Module) -> float:
@@ -184,6 +230,175 @@ def peak_rss(path: Path) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
+# -- f. ffmpeg threading ------------------------------------------------------------------------------
+#: (cores, processes, threads each) measured; the process is pinned to the first ``cores`` cores.
+THREADING = ((1, 1, 1), (1, 2, 1), (2, 1, 1), (2, 1, 2), (2, 2, 1), (2, 2, 2), (2, 4, 1))
+
+
+def demux_rate(paths: list[Path], seconds: float, cores: int, workers: int, threads: int, out: Path) -> float:
+    """Seconds of video demuxed (to the spool, as the pipeline does) per wall second: ``workers`` videos
+    at once with ffmpeg ``threads`` each, this process and so its ffmpegs pinned to ``cores`` cores."""
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[:cores])
+    params = replace(PARAMS, threads=threads)
+    try:
+        with tempfile.TemporaryDirectory(dir=out) as tmp, ThreadPoolExecutor(workers) as pool:
+            start = time.perf_counter()
+            list(pool.map(lambda item: demux_to_spool(item[1], params, Path(tmp) / str(item[0])),
+                          enumerate(paths)))  # fmt: skip
+            return seconds * len(paths) / (time.perf_counter() - start)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def threading_table(paths: list[Path], seconds: float, out: Path, repeats: int = 2) -> None:
+    """f. Measured on 1 and 2 cores (median of ``repeats``, configurations interleaved), projected to 16."""
+    if len(os.sched_getaffinity(0)) < 2:
+        print("f. ffmpeg threading skipped: fewer than 2 usable cores")
+        return
+    runs: dict[tuple[int, int, int], list[float]] = {c: [] for c in THREADING}
+    for _ in range(repeats):
+        for c in THREADING:
+            runs[c].append(demux_rate(paths, seconds, *c, out))
+    rate = {c: statistics.median(v) for c, v in runs.items()}
+    print(f"f. ffmpeg threading: seconds of video demuxed per second ({len(paths)} × {seconds:g} s videos, "
+          f"median of {repeats}; {load()})")  # fmt: skip
+    print("   cores  processes × threads   video s/s   per core")
+    for (cores, workers, threads), r in rate.items():
+        print(f"   {cores:>5}  {workers:>9} × {threads:<7}   {r:9.1f}   {r / cores:8.1f}")
+    one = rate[(1, 1, 1)]
+    speedup2 = rate[(2, 1, 2)] / one  # one ffmpeg, 1 → 2 threads on 1 → 2 cores
+    serial = min(1.0, max(0.0, 2 / speedup2 - 1))  # Amdahl's serial fraction from that step
+    projected = {
+        "16 × 1 thread (processes share nothing: 16 × one core's rate)": 16 * one,
+        "8 × 2 threads (8 × one 2-thread ffmpeg on 2 cores)": 8 * rate[(2, 1, 2)],
+        f"1 × 16 threads (Amdahl, serial fraction {serial:.2f} from 1 → 2 threads)":
+            one / (serial + (1 - serial) / 16),
+    }  # fmt: skip
+    for name, r in projected.items():
+        print(f"   16 (projected) {name}: {r:,.0f} video s/s")
+    for cores in (1, 2, 16):
+        plan = demux_plan(cores)
+        if cores < 16:
+            best = max((c for c in rate if c[0] == cores), key=rate.__getitem__)
+            measured = f"best measured: {best[1]} × {best[2]}"
+        else:
+            measured = f"best projected: {max(projected, key=projected.__getitem__).split(' (')[0]}"
+        print(f"   {cores:>2} cores: {measured}; default (demux_plan) {plan.workers} × {plan.threads}")
+
+
+# -- g. training precision ---------------------------------------------------------------------------
+def choi_epoch_seconds(precision: str, train_videos: int, val_videos: int) -> float:
+    """Seconds per epoch (training and validation) of Choi on synthetic 1400-frame log-mels."""
+    from instrec_pipeline.training.audio import AudioTrainConfig, train_audio
+    from instrec_pipeline.training.data import SplitData
+
+    def split(n: int, seed: int) -> SplitData:
+        rng = np.random.default_rng(seed)
+        labels = np.arange(n) % 4
+        audio = {
+            f"v{i}": (rng.normal(size=(1400, 96)) + 0.1 * y).astype(np.float32) for i, y in enumerate(labels)
+        }
+        return SplitData([f"v{i}" for i in range(n)], labels, audio=audio)
+
+    cfg = AudioTrainConfig(model="choi", max_epochs=1, patience=5, precision=precision)
+    _, fit = train_audio(split(train_videos, 0), split(val_videos, 1), 4, cfg, torch.device("cpu"))
+    return fit.seconds / fit.epochs_run
+
+
+def training_precision(train_videos: int = 16, val_videos: int = 8, repeats: int = 2) -> None:
+    """g. float32 vs bf16 autocast, interleaved, medians."""
+    from instrec_pipeline.features.visual import cpu_has_bf16
+
+    runs: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(repeats):
+        for precision, seconds in runs.items():
+            seconds.append(choi_epoch_seconds(precision, train_videos, val_videos))
+    fp32, bf16 = (statistics.median(runs[p]) for p in ("fp32", "bf16"))
+    units = "" if cpu_has_bf16() else " — this CPU has no bf16 units: bf16 is emulated"
+    print(f"g. training, Choi, CPU: float32 {fp32:.1f} s/epoch, bf16 autocast {bf16:.1f} s/epoch → "
+          f"{fp32 / bf16:.2f}× ({train_videos} train + {val_videos} val videos of 1400×96 log-mels, "
+          f"UC segments; median of {repeats}; {load()}){units}")  # fmt: skip
+
+
+# -- h. Inception forward: precision, layout, compiler, runtime ---------------------------------------
+def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
+def inception_variants(
+    embedder: FrameEmbedder, compiled: bool, openvino: bool = True
+) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.memory_format]]:
+    """name → (forward on a float NCHW batch, the memory format it is fed) for ``embedder``'s model."""
+    import copy
+
+    cl, nchw = torch.channels_last, torch.contiguous_format
+    model, device = embedder.model, embedder.device
+    plain = copy.deepcopy(model).to(memory_format=nchw)
+
+    def bf16(m: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return m(x)
+
+        return run
+
+    variants = {
+        "torch float32, NCHW": (plain, nchw),
+        "torch float32, channels-last": (model, cl),
+        "torch bf16 autocast, NCHW": (bf16(plain), nchw),
+        "torch bf16 autocast, channels-last": (bf16(model), cl),
+    }
+    if compiled:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True  # inference: fold batch norm into the convolutions, pre-pack weights
+        variants["torch.compile float32, channels-last"] = (torch.compile(copy.deepcopy(model)), cl)
+        variants["torch.compile bf16, channels-last"] = (bf16(torch.compile(copy.deepcopy(model))), cl)
+    if openvino and device.type == "cpu" and importlib.util.find_spec("openvino"):
+        from instrec_pipeline.features.visual import _OpenVINOInception
+
+        for precision in ("fp32", "bf16"):
+            variants[f"OpenVINO {precision}"] = (_OpenVINOInception(model, embedder.weights, precision), cl)
+    return variants
+
+
+def inception_table(
+    embedder: FrameEmbedder,
+    real: np.ndarray,
+    batches: tuple[int, ...],
+    compiled: bool,
+    openvino: bool = True,
+    label: str = "h",
+    repeats: int = 2,
+) -> dict[str, dict[int, float]]:
+    """h. Frames/s per variant and batch size (median of ``repeats``) and each variant's worst cosine to
+    torch float32 on ``real`` frames; returns the rates (``bench/gpu.py`` prints it as its section 2)."""
+    reference = embedder.model
+    real_x = embedder._prepare(real)
+    with torch.inference_mode():
+        ref = reference(real_x).float().cpu().numpy()
+    print(f"{label}. Inception v3 forward on {embedder.device} ({len(real)} real frames for the cosine; "
+          f"first call, compilation included, not timed; {load()})")  # fmt: skip
+    print("   " + "variant".ljust(38) + "".join(f"batch {b:<5}" for b in batches) + "  worst cosine")
+    rates: dict[str, dict[int, float]] = {}
+    if openvino and not importlib.util.find_spec("openvino") and embedder.device.type == "cpu":
+        print("   (OpenVINO not installed: `pip install openvino` adds its rows)")
+    for name, (forward, fmt) in inception_variants(embedder, compiled, openvino).items():
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = forward(real_x.contiguous(memory_format=fmt)).float().cpu().numpy()
+        first = time.perf_counter() - start
+        rates[name] = {}
+        for b in batches:
+            x = ready_batch(embedder, b).contiguous(memory_format=fmt)
+            rates[name][b] = statistics.median(forward_rate(forward, x, 2 * b) for _ in range(repeats))
+        cells = "".join(f"{rates[name][b]:>8.1f} f/s " for b in batches)
+        note = f"  (first call {first:.0f} s)" if first > 5 else ""
+        print(f"   {name:<38}{cells}  {_cosine_min(ref, out):.5f}{note}")
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,70 +407,96 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="auto", help="embeddings: auto | fp32 | bf16")
+    parser.add_argument("--runtime", default="auto", help="embeddings: auto | torch | openvino")
+    parser.add_argument("--only", default=SECTIONS, help=f"sections to run, any of {SECTIONS} (default all)")
+    parser.add_argument("--skip-compile", action="store_true", help="h: leave torch.compile out (~3 min)")
     args = parser.parse_args()
+    only = set(args.only)
     out = Path(args.out).resolve()
     corpus = out / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}; "
+          f"{load()}")  # fmt: skip
     paths = [make_video(corpus / f"c{i:02d}_{args.seconds:g}s.mp4", args.seconds, i)
              for i in range(args.videos)]  # fmt: skip
-    many = [make_video(corpus / f"m{i:02d}.mp4", 6, i) for i in range(40)]
-    long = make_video(corpus / "long_600s.mp4", 600, 1)
-    short = make_video(corpus / "short_30s.mp4", 30, 2)
-    embedder = FrameEmbedder("random", "auto", args.batch_size)
-    embedder.embed(
-        np.zeros((args.batch_size, PARAMS.crop, PARAMS.crop, 3), np.uint8)
-    )  # warm-up, as the bare loop
+    embedder = FrameEmbedder(
+        "random", "auto", args.batch_size, precision=args.precision, runtime=args.runtime
+    )
+    embedder.embed(np.zeros((args.batch_size, PARAMS.crop, PARAMS.crop, 3), np.uint8))  # warm-up
     n_frames = args.videos * round(args.seconds)
     print(
-        f"corpus: {args.videos} × {args.seconds:.0f} s mp4 (h264/aac, 640×360, 25 fps); "
-        f"device {embedder.device}"
+        f"corpus: {args.videos} × {args.seconds:.0f} s mp4 (h264/aac, 640×360, 25 fps); embeddings on "
+        f"{embedder.device}, {embedder.precision}, {embedder.runtime}"
     )
 
-    floor = ffmpeg_floor(paths)
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
-        stages = extract(paths, Path(tmp), embedder)
-    ours_total = sum(stages.values())
-    print(
-        f"a. demux {stages['demux']:.2f} s vs ffmpeg floor {floor:.2f} s → "
-        f"ratio {stages['demux'] / floor:.2f}"
-        "  (target ≤ 1.15)"
-    )
-
-    ours_rate, librosa_rate = logmel_vs_librosa(paths)
-    print(
-        f"b. log-mel {ours_rate:,.0f} s of audio/s (torchaudio) vs librosa {librosa_rate:,.0f} → "
-        f"{ours_rate / librosa_rate:.1f}×  (target ≥ 5)"
-    )
-
-    pipeline_fps = n_frames / stages["embeddings"]
-    bare_fps = bare_model_loop(embedder, n_frames)
-    print(
-        f"c. embeddings in the pipeline {pipeline_fps:.1f} frames/s vs bare model(x) {bare_fps:.1f} → "
-        f"{pipeline_fps / bare_fps:.2f}  (target ≥ 0.9; batch {args.batch_size}, float32)"
-    )
-
-    baseline = opencv_baseline(paths, embedder.model.cpu())
-    embedder.model.to(embedder.device)
-    print(
-        f"d. end-to-end extraction {ours_total:.1f} s (demux {stages['demux']:.1f}, log-mel "
-        f"{stages['log_mel']:.1f}, embeddings {stages['embeddings']:.1f}) vs OpenCV + batch-1 CNN "
-        f"{baseline:.1f} s → {baseline / ours_total:.2f}× faster  (target ≥ 3)"
-    )
-
-    per_video = []
-    for subset in (many[:10], many):
+    stages: dict[str, float] = {}
+    if only & set("acd"):
+        floor, floor_cpu = ffmpeg_floor(paths)
         with tempfile.TemporaryDirectory(dir=out) as tmp:
-            per_video.append(sum(extract(subset, Path(tmp), embedder).values()) / len(subset))
-    print(
-        f"e. cost per video: {per_video[0]:.2f} s with 10 videos, {per_video[1]:.2f} s with 40 → ratio "
-        f"{per_video[1] / per_video[0]:.2f}  (target ≤ 1.1)"
-    )
-    rss_short, rss_long = peak_rss(short), peak_rss(long)
-    print(
-        f"   peak RSS: {rss_short:.0f} MB for a 30-s video, {rss_long:.0f} MB for a 10-min video → ratio "
-        f"{rss_long / rss_short:.2f}  (target ≤ 1.3)"
-    )
+            stages = extract(paths, Path(tmp), embedder)
+    if "a" in only:
+        print(
+            f"a. demux {stages['demux']:.2f} s vs ffmpeg floor {floor:.2f} s → ratio "
+            f"{stages['demux'] / floor:.2f}  (target ≤ 1.15); CPU {stages['demux_cpu']:.2f} s vs "
+            f"{floor_cpu:.2f} s → {stages['demux_cpu'] / floor_cpu:.2f}  ({load()})"
+        )
+
+    if "b" in only:
+        ours_rate, librosa_rate = logmel_vs_librosa(paths)
+        print(
+            f"b. log-mel {ours_rate:,.0f} s of audio/s (torchaudio) vs librosa {librosa_rate:,.0f} → "
+            f"{ours_rate / librosa_rate:.1f}×  (target ≥ 5)"
+        )
+
+    if "c" in only:
+        pipeline_fps = n_frames / stages["embeddings"]
+        x = ready_batch(embedder)
+        bare_fps = forward_rate(embedder.forward, x, n_frames)
+        fp32_fps = forward_rate(embedder.model, x, n_frames)
+        print(
+            f"c. embeddings in the pipeline {pipeline_fps:.1f} frames/s vs bare forward {bare_fps:.1f} → "
+            f"{pipeline_fps / bare_fps:.2f}  (target ≥ 0.9; batch {args.batch_size}, {embedder.precision}, "
+            f"{embedder.runtime}); that forward is {bare_fps / fp32_fps:.2f}× torch float32's "
+            f"{fp32_fps:.1f} frames/s  ({load()})"
+        )
+
+    if "d" in only:
+        baseline = opencv_baseline(paths, embedder.model.cpu())
+        embedder.model.to(embedder.device)
+        ours_total = stage_total(stages)
+        print(
+            f"d. end-to-end extraction {ours_total:.1f} s (demux {stages['demux']:.1f}, log-mel "
+            f"{stages['log_mel']:.1f}, embeddings {stages['embeddings']:.1f}) vs OpenCV + batch-1 CNN "
+            f"{baseline:.1f} s → {baseline / ours_total:.2f}× faster  (target ≥ 3; {load()})"
+        )
+
+    if "e" in only:
+        many = [make_video(corpus / f"m{i:02d}.mp4", 6, i) for i in range(40)]
+        per_video = []
+        for subset in (many[:10], many):
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                per_video.append(stage_total(extract(subset, Path(tmp), embedder)) / len(subset))
+        print(
+            f"e. cost per video: {per_video[0]:.2f} s with 10 videos, {per_video[1]:.2f} s with 40 → ratio "
+            f"{per_video[1] / per_video[0]:.2f}  (target ≤ 1.1)"
+        )
+        long = make_video(corpus / "long_600s.mp4", 600, 1)
+        short = make_video(corpus / "short_30s.mp4", 30, 2)
+        rss_short, rss_long = peak_rss(short), peak_rss(long)
+        print(
+            f"   peak RSS: {rss_short:.0f} MB for a 30-s video, {rss_long:.0f} MB for a 10-min video → ratio "
+            f"{rss_long / rss_short:.2f}  (target ≤ 1.3)"
+        )
+
+    if "f" in only:
+        threading_table(paths[:4], args.seconds, out)
+    if "g" in only:
+        training_precision()
+    if "h" in only:
+        real = demux(paths[0], replace(PARAMS, sample_rates=())).frames[: args.batch_size]
+        torch_fp32 = FrameEmbedder("random", embedder.device.type, args.batch_size)  # same weights, plain
+        inception_table(torch_fp32, real, (args.batch_size,), compiled=not args.skip_compile)
     print(f"(this process: max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
 

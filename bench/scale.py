@@ -226,16 +226,17 @@ def materialise(name: str, root: Path, device: str, weights: str) -> dict[str, A
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
     from instrec_pipeline.definitions import defs
-    from instrec_pipeline.resources import ComputeResource, ExtractionResource, StoreResource
+    from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, StoreResource
 
     instance = DagsterInstance.ephemeral()
+    loaded = defs()
     resources = {
-        **defs.resources, "store": StoreResource(root=str(root)),
+        **loaded.resources, "store": StoreResource(root=str(root)),
         "compute": ComputeResource(device=device, workers=2),
         "extraction": ExtractionResource(inception_weights=weights),
     }  # fmt: skip
     start = time.perf_counter()
-    result = materialize(list(defs.assets), selection=AssetSelection.assets(*EXTRACTION_ASSETS),
+    result = materialize(list(loaded.assets), selection=AssetSelection.assets(*EXTRACTION_ASSETS),
                          partition_key=f"{name}|train", resources=resources, instance=instance,
                          run_config=QUIET)  # fmt: skip
     wall = time.perf_counter() - start
@@ -522,9 +523,9 @@ def projection(results: dict[str, Any]) -> dict[str, Any]:
     per-video and per-second costs (2), the store's writer rate (1) and the training peak (3) say what
     they would take, with the GPU's rate an explicit assumption."""
     from instrec_pipeline.datasets.registry import datasets
+    from instrec_pipeline.defs.resources import ExtractionResource
     from instrec_pipeline.features.footprint import footprint
     from instrec_pipeline.features.logmel import MEL_INPUTS
-    from instrec_pipeline.resources import ExtractionResource
 
     ext = results["extraction"]
     model, here = ext["model"], ext["cores"]

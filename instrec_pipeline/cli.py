@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, MultiPartitionKey, materialize
 
-from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
 from instrec_pipeline.datasets.manifest import SPLITS
+from instrec_pipeline.defs.jobs import EXTRACTION_ASSETS
+from instrec_pipeline.defs.resources import StoreResource
 from instrec_pipeline.models import AUDIO_MODELS
-from instrec_pipeline.resources import StoreResource
+from instrec_pipeline.settings import InstanceSettings
 
 TRAINING = [*(f"audio_model_{m}" for m in AUDIO_MODELS), "video_model", "fusion_model", "evaluation_report"]
 
 
 def _instance() -> DagsterInstance:
     """The persistent instance of ``$DAGSTER_HOME`` (so ``dagster dev`` shows these runs), else ephemeral."""
-    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    return DagsterInstance.get() if InstanceSettings.read().dagster_home else DagsterInstance.ephemeral()
 
 
 def materialize_dataset(
@@ -29,8 +29,9 @@ def materialize_dataset(
     """Every asset of every partition of ``dataset``: extraction per split, then the per-dataset models."""
     from instrec_pipeline.definitions import defs
 
-    assets = [*defs.assets, *defs.asset_checks]
-    resources = dict(defs.resources)
+    loaded = defs()
+    assets = [*loaded.assets, *loaded.asset_checks]
+    resources = dict(loaded.resources)
     if root is not None:
         resources["store"] = StoreResource(root=str(root))
     instance = instance or _instance()
@@ -66,7 +67,7 @@ def _demo(args: argparse.Namespace) -> None:
     report = root / "reports" / "demo" / "report.md"
     print(f"\nDone in {time.perf_counter() - start:.0f} s. Report: {report}")
     print((root / "reports" / "demo" / "summary.csv").read_text())
-    print("Web UI: `make ui` (dagster dev on http://127.0.0.1:3000) → Assets → evaluation_report.")
+    print("Web UI: `make ui` (dg dev on http://127.0.0.1:3000) → Assets → evaluation_report.")
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -7,9 +7,11 @@ GIL); the same calls run on a Dask distributed cluster when given its scheduler 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,7 +22,10 @@ R = TypeVar("R")
 def executor(workers: int = 2, dask_scheduler: str = "") -> Iterator[Executor]:
     """A local thread pool, or a Dask cluster's executor when ``dask_scheduler`` (``tcp://host:port``)."""
     if dask_scheduler:
-        from distributed import Client
+        try:
+            from distributed import Client
+        except ImportError as e:  # an optional extra: most deployments never need it
+            raise RuntimeError("compute.dask_scheduler needs distributed: pip install -e '.[dask]'") from e
 
         with Client(dask_scheduler) as client:
             yield client.get_executor()
@@ -48,3 +53,31 @@ def map_unordered(
             pending[pool.submit(fn, nxt)] = nxt
             break
         yield item, done.result()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity, e.g. a container's or ``taskset``'s), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class DemuxPlan:
+    """How to spread demux over ``cores``: ``workers`` videos at once, ffmpeg ``threads`` each."""
+
+    workers: int
+    threads: int
+
+
+def demux_plan(cores: int | None = None, workers: int | None = None) -> DemuxPlan:
+    """One single-threaded ffmpeg per core, or ``cores // workers`` threads each when ``workers`` is given.
+
+    Why: ffmpeg's threads (frame-threaded decoding, filter slices) cost synchronisation and idle waits at
+    every frame, separate processes share nothing, and a partition holds many videos. ``make bench``
+    (section f) measures processes × threads on 1 and 2 cores and projects 16.
+    """
+    cores = max(1, cores or usable_cores())
+    workers = max(1, workers or cores)
+    return DemuxPlan(workers, max(1, cores // workers))

@@ -15,7 +15,7 @@ import pandas as pd
 from instrec_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
 from instrec_pipeline.features.logmel import MEL_INPUTS, MelParams, log_mel
 from instrec_pipeline.features.partition import inception_weights_of
-from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
+from instrec_pipeline.features.visual import FrameEmbedder, resolve_device, resolve_runtime
 from instrec_pipeline.media.demux import DemuxParams, demux
 from instrec_pipeline.models import AUDIO_MODELS
 from instrec_pipeline.store import FRAMES, audio_modality_name
@@ -62,7 +62,12 @@ def _embedder_for(
         fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates,
         geometry=frames.get("geometry", "shorter_side"),  # stores written before the setting kept the ratio
     )
-    return FrameEmbedder(weights, device, seed=seed, precision=str(stored.get("precision", "fp32"))), params
+    # The stored runtime where it can run here (OpenVINO: CPU, installed), else torch (within cosine 0.9999).
+    runtime = str(stored.get("runtime", "torch"))
+    if runtime == "openvino" and resolve_runtime("auto", resolve_device(device)) != "openvino":
+        runtime = "torch"
+    precision = str(stored.get("precision", "fp32"))
+    return FrameEmbedder(weights, device, seed=seed, precision=precision, runtime=runtime), params
 
 
 def _log_mels(audio: dict[int, np.ndarray], vid: str, mel: MelParams, device: str) -> dict[str, np.ndarray]:

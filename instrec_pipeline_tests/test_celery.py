@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from dagster import in_process_executor, multiprocess_executor
 
-from instrec_pipeline.automation.executors import GPU_QUEUE, executor_from_env
+from instrec_pipeline.defs.executors import GPU_QUEUE, executor_from_env
 from instrec_pipeline_tests.procs import REPO, free_port, start, stop, wait_for
 
 ASSETS = ("manifest", "raw_videos", "demux", "log_mel")
@@ -184,6 +184,6 @@ def test_assets_materialise_through_celery_workers(
 def test_gpu_stages_and_only_they_go_to_the_gpu_queue() -> None:
     from instrec_pipeline.definitions import defs
 
-    for assets_def in defs.assets:
+    for assets_def in defs().assets:
         gpu = assets_def.op.pool == "gpu"
         assert (assets_def.op.tags.get("dagster-celery/queue") == GPU_QUEUE) == gpu, assets_def.key

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from instrec_pipeline.datasets import registry
-from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource
-from instrec_pipeline.settings import settings
+from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, MediaResource
+from instrec_pipeline.settings import CheckSettings, ExecutorSettings, ReextractionSettings, StoreSettings
 from instrec_pipeline.store.atomic import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_the_code_location_loads_despite_bad_settings_and_datasets(tmp_path: Pat
     path.write_text("datasets:\n  broken: {classes: [a]}\n")
     env = {**os.environ, "INSTREC_DATASETS": str(path), "INSTREC_MAX_FAILED_RATIO": "abc",
            "PYTHONPATH": str(REPO)}  # fmt: skip
-    code = "from instrec_pipeline.definitions import defs; print(len(list(defs.assets)))"
+    code = "from instrec_pipeline.definitions import defs; print(len(list(defs().assets)))"
     loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-1000:]
     listing = subprocess.run([sys.executable, "-m", "instrec_pipeline.cli", "datasets"], env=env,
@@ -65,11 +65,44 @@ def test_the_code_location_loads_despite_bad_settings_and_datasets(tmp_path: Pat
 
 
 def test_environment_settings_are_parsed_with_a_clear_message() -> None:
-    assert settings({}).max_failed_ratio == 0.2
-    assert settings({"INSTREC_MAX_FAILED_RATIO": "0.5"}).max_failed_ratio == 0.5
+    assert CheckSettings.read({}).max_failed_ratio == 0.2
+    assert CheckSettings.read({"INSTREC_MAX_FAILED_RATIO": "0.5"}).max_failed_ratio == 0.5
     for bad in ("abc", "1.5", "-0.1"):
         with pytest.raises(ValueError, match=f"INSTREC_MAX_FAILED_RATIO='{bad}'"):
-            settings({"INSTREC_MAX_FAILED_RATIO": bad})
+            CheckSettings.read({"INSTREC_MAX_FAILED_RATIO": bad})
+    with pytest.raises(ValueError, match="INSTREC_REEXTRACT_CRON='3am': .*5 fields"):
+        ReextractionSettings.read({"INSTREC_REEXTRACT_CRON": "3am"})
+
+
+def test_settings_keep_their_defaults_and_are_read_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults as the README documents them; a changed variable counts from the next call (no import-time
+    copies); a bad value for one group (the check threshold) leaves the others readable."""
+    assert ExecutorSettings.read({}).executor == "in_process"
+    assert ExecutorSettings.read({}).backend == "redis://localhost:6379/0"
+    given = ExecutorSettings.read({"INSTREC_EXECUTOR": "Celery", "INSTREC_CELERY_BROKER": "redis://b:1/0"})
+    assert (given.executor, given.backend) == ("celery", "redis://b:1/0")
+    schedule = ReextractionSettings.read({})
+    assert schedule.cron == "0 3 * * *" and schedule.datasets == ()
+    named = ReextractionSettings.read({"INSTREC_REEXTRACT_DATASETS": " demo, tiny ,"})
+    assert named.datasets == ("demo", "tiny")
+    monkeypatch.setenv("INSTREC_HOME", "/srv/instrec")
+    monkeypatch.setenv("INSTREC_MAX_FAILED_RATIO", "abc")
+    assert StoreSettings.read().root == Path("/srv/instrec")
+    monkeypatch.delenv("INSTREC_HOME")
+    assert StoreSettings.read().root == Path("data").resolve()
+
+
+def test_the_schedule_is_built_from_the_settings_of_the_moment() -> None:
+    from instrec_pipeline.defs.automation.schedules import reextraction_requests, reextraction_schedule
+
+    settings = ReextractionSettings.read({"INSTREC_REEXTRACT_CRON": "15 1 * * 0",
+                                          "INSTREC_REEXTRACT_DATASETS": "tiny"})  # fmt: skip
+    schedule = reextraction_schedule(settings)
+    assert schedule.name == "reextraction_schedule" and schedule.cron_schedule == "15 1 * * 0"
+    keys = [r.partition_key for r in reextraction_requests("t", settings.datasets)]
+    assert keys and all(k.startswith("tiny|") for k in keys)
+    default = reextraction_schedule(ReextractionSettings.read({}))
+    assert default.cron_schedule == "0 3 * * *" and "fcvid" not in (default.description or "")
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import librosa
 import numpy as np
@@ -104,23 +105,36 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
         load_inception(str(tmp_path / "nope.pt"))
 
 
-def test_bf16_embeddings_stay_within_cosine_0999_of_float32(embedder: FrameEmbedder, tmp_path: Path) -> None:
-    """The precision ``auto`` picks on CPUs with bf16 units (and on CUDA): every frame of a real video,
-    demuxed by the pipeline, keeps its direction to within cosine 0.999."""
+#: What may stand in for torch's float32 Inception: bf16 autocast, and OpenVINO (the ``auto`` runtime on CPU
+#: where it is installed) in float32 or bf16.
+_FAST_FORWARDS = [("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+
+
+@pytest.mark.parametrize(("runtime", "precision"), _FAST_FORWARDS, ids=["-".join(f) for f in _FAST_FORWARDS])
+def test_fast_embeddings_stay_within_cosine_0999_of_float32(
+    embedder: FrameEmbedder, tmp_path: Path, runtime: str, precision: str
+) -> None:
+    """Every frame of a real video, demuxed by the pipeline, keeps its direction to within cosine 0.999
+    under each precision/runtime ``auto`` may pick; the runtime is recorded with the embeddings."""
     import ffmpeg
 
     from instrec_pipeline.media.demux import DemuxParams, demux
 
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     video = tmp_path / "v.mp4"
     ffmpeg.input("mandelbrot=size=320x240:rate=10", f="lavfi", t=6).output(str(video)).overwrite_output().run(
         quiet=True
     )
     frames = demux(video, DemuxParams(sample_rates=(16000,))).frames
-    bf16 = FrameEmbedder("random", "cpu", batch_size=4, precision="bf16")
-    a, b = embedder.embed(frames), bf16.embed(frames)
+    fast = FrameEmbedder("random", "cpu", batch_size=4, precision=precision, runtime=runtime)
+    a, b = embedder.embed(frames), fast.embed(frames)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert len(frames) == 6 and cos.min() >= 0.999, cos
-    assert bf16.precision == "bf16" and embedder.precision == "fp32"
+    assert (fast.precision, fast.runtime) == (precision, runtime) and embedder.precision == "fp32"
+    frames_source = SimpleNamespace(params_digest="frames")  # all embedding_params reads of its source
+    params = embedding_params(fast.weights, frames_source, fast.precision, fast.runtime)  # type: ignore[arg-type]
+    assert params.get("runtime") == (None if runtime == "torch" else runtime)  # torch: the digest of before
 
 
 def test_frame_geometry_is_recorded_and_a_change_re_extracts_frames(tmp_path: Path) -> None:
@@ -130,8 +144,8 @@ def test_frame_geometry_is_recorded_and_a_change_re_extracts_frames(tmp_path: Pa
 
     import ffmpeg
 
+    from instrec_pipeline.defs.resources import ExtractionResource
     from instrec_pipeline.features.partition import demux_partition
-    from instrec_pipeline.resources import ExtractionResource
     from instrec_pipeline.store import Frames
 
     video = tmp_path / "v.mkv"

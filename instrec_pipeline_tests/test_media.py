@@ -26,7 +26,7 @@ import instrec_pipeline.media.fetch as fetch_mod
 from instrec_pipeline.media.demux import DemuxParams, demux, expected_frame_count, frame_instants, iter_frames
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.fetch import FetchPolicy, fetch, source_key
-from instrec_pipeline.media.probe import _rotation, probe
+from instrec_pipeline.media.probe import probe
 from instrec_pipeline_tests.loopback import loopback_server
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -288,10 +288,38 @@ def test_params_validation() -> None:
     assert DemuxParams(resize=342, crop=299).crop == 299
 
 
-def test_rotation_side_data_is_read() -> None:
-    assert _rotation({"side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]}) == -90
-    assert _rotation({"tags": {"rotate": "270"}}) == 270
-    assert _rotation({}) == 0
+def _half_white(path: Path, rotation: int) -> None:
+    """A 1-s 64x36 video, top half white, bottom half black, stored with a display ``rotation`` (the
+    matrix phones write for portrait video; ffmpeg 5.1 cannot write one, PyAV's encoder can)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 36, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        picture = np.zeros((36, 64, 3), np.uint8)
+        picture[:18] = 255
+        for _ in range(5):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        out.mux(stream.encode())
+
+
+@pytest.mark.parametrize("rotation", [0, 90, -90])
+def test_rotation_is_read_and_frames_are_upright(tmp_path: Path, rotation: int) -> None:
+    """The probe reports displayed sides; demux shows what a player shows (ffmpeg auto-rotates): the
+    white half moves from the top to a side when the stream says ±90°."""
+    _half_white(tmp_path / "r.mp4", rotation)
+    info = probe(tmp_path / "r.mp4")
+    assert (info.width, info.height) == ((64, 36) if rotation == 0 else (36, 64))
+    frame = demux(tmp_path / "r.mp4", DemuxParams(resize=32, crop=32, geometry="shorter_side")).frames[0]
+    grey = frame[..., 1].astype(np.float64)
+    top_bottom = grey[:8].mean() - grey[-8:].mean()
+    left_right = grey[:, :8].mean() - grey[:, -8:].mean()
+    if rotation == 0:
+        assert top_bottom > 200 and abs(left_right) < 30
+    else:
+        assert abs(left_right) > 200 and abs(top_bottom) < 30
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_local_playlist_naming_an_outside_file_is_refused(
         assert excinfo.value.reason == f"{reason} (playlists and other indirections are refused)"
     assert _decoders(started) == []  # nothing decoded: refused at probe time
     if name.endswith(".m3u8"):
-        assert started == []  # refused by name: ffprobe never ran
+        assert started == []  # refused by name: nothing ran
     assert not list(spool.iterdir())
 
 
@@ -210,3 +210,26 @@ def test_normal_inputs_still_demux_under_the_whitelists(
         options = dict(zip(before, before[1:], strict=False))
         assert options["-protocol_whitelist"] == "file"
         assert "mov" in options["-format_whitelist"].split(",") and "hls" not in options["-format_whitelist"]
+
+
+def test_one_process_per_video_and_the_in_process_probe_uses_the_whitelists(
+    clip: Path, tmp_path: Path, started: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe runs in-process (PyAV), so a video costs one process, ffmpeg's, and the probe's own open
+    is bound by the same whitelists as ffmpeg's."""
+    import av
+
+    opened: list[dict[str, str]] = []
+    real = av.open
+
+    def spy(file: str, *args: object, **kwargs: object) -> object:
+        opened.append(dict(kwargs.get("options") or {}))  # type: ignore[call-overload]
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", spy)
+    started.clear()
+    spooled = demux_to_spool(clip, SMALL, tmp_path / "spool")
+    assert spooled.n_frames == 1 and [Path(c[0]).name for c in started] == ["ffmpeg"]
+    assert opened and all(
+        o["protocol_whitelist"] == "file" and "hls" not in o["format_whitelist"].split(",") for o in opened
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from instrec_pipeline.automation.runs import reap_dead_runs
+from instrec_pipeline.defs.automation.runs import reap_dead_runs
 from instrec_pipeline.store import FeatureStore, FrameCodec, Frames, open_audio
 
 REPO = Path(__file__).resolve().parents[1]

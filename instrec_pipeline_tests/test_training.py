@@ -254,3 +254,41 @@ def test_finetune_flips_training_inputs_only(tmp_path, monkeypatch) -> None:
     assert 0 < sum(train) < len(train) and not any(evaluation)
     assert run(flip=True)[0] == train  # the run's seed fixes the flips
     assert not any(run(flip=False)[0])
+
+
+def test_cpu_bf16_training_learns_and_records_its_precision(tmp_path, monkeypatch) -> None:
+    """Issue #12: ``precision="bf16"`` trains under CPU bf16 autocast (validation too) and still learns the
+    toy task; the checkpoint records what the setting resolved to. ``fp32`` never enables autocast, so its
+    arithmetic is exactly the float32 loop's."""
+    from dataclasses import replace
+
+    import instrec_pipeline.training.video as video_mod
+    from instrec_pipeline.store.layout import Layout
+    from instrec_pipeline.training.runs import _fit_and_save_video, load_video
+
+    train, val = _toy(12, 0), _toy(6, 1)
+    cpu = torch.device("cpu")
+    base = VideoTrainConfig(k=4, lr=0.01, lr_search=(), max_epochs=6, patience=3, seed=5)
+    autocast_seen: dict[str, set[bool]] = {}
+    build = video_mod.build_video
+
+    def spy_build(cfg: VideoTrainConfig, n_classes: int) -> torch.nn.Module:
+        model = build(cfg, n_classes)
+        seen = autocast_seen.setdefault(cfg.precision, set())
+        model.register_forward_hook(lambda *_: seen.add(torch.is_autocast_enabled("cpu")))
+        return model
+
+    monkeypatch.setattr(video_mod, "build_video", spy_build)
+    layout = Layout(tmp_path)
+    metas = {
+        p: _fit_and_save_video(layout, "toy", f"{p}/", ["a", "b", "c"], replace(base, precision=p),
+                               train, val, cpu, "embeddings", {})  # fmt: skip
+        for p in ("bf16", "fp32")
+    }
+    assert autocast_seen == {"bf16": {True}, "fp32": {False}}  # training and validation forwards alike
+    assert metas["bf16"]["precision"] == "bf16" and metas["bf16"]["config"]["precision"] == "bf16"
+    assert metas["fp32"]["precision"] == "fp32"
+    assert metas["bf16"]["history"] != metas["fp32"]["history"]  # bf16 really ran
+    model, norm, meta = load_video(layout, "toy", cpu, tag="bf16/")
+    assert meta["precision"] == "bf16"
+    assert (video_probs(model, val, norm, 3, cpu).argmax(1) == val.labels).mean() == 1.0

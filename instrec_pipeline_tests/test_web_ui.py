@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from instrec_pipeline.automation.schedules import EXTRACTION_ASSETS
 from instrec_pipeline.cli import TRAINING
+from instrec_pipeline.defs.jobs import EXTRACTION_ASSETS
 from instrec_pipeline.store.layout import Layout
 from instrec_pipeline_tests.dagster_ui import backfill, graphql
 from instrec_pipeline_tests.dagster_ui import dagster_dev as run_dagster_dev
@@ -189,14 +189,15 @@ def test_a_changed_parameter_marks_exactly_the_affected_assets_stale(
     from dagster import materialize
 
     from instrec_pipeline.definitions import defs
-    from instrec_pipeline.resources import ExtractionResource, StoreResource
+    from instrec_pipeline.defs.resources import ExtractionResource, StoreResource
 
     layout, instance = materialised
+    loaded = defs()
     extraction = ["manifest", "raw_videos", "demux", "log_mel", "frame_embeddings"]
     assert set(_stale(dagster_dev, extraction, "tiny|val").values()) == {"FRESH"}
-    resources = {**defs.resources, "store": StoreResource(root=str(layout.root)),
+    resources = {**loaded.resources, "store": StoreResource(root=str(layout.root)),
                  "extraction": ExtractionResource(crop=200)}  # fmt: skip
-    result = materialize(list(defs.assets), selection=["manifest", "raw_videos", "demux"],
+    result = materialize(list(loaded.assets), selection=["manifest", "raw_videos", "demux"],
                          partition_key="tiny|val", instance=instance, resources=resources)  # fmt: skip
     assert result.success
     assert result.asset_materializations_for_node("demux")[0].metadata["processed"].value == 6  # re-extracted
@@ -209,7 +210,7 @@ def test_a_changed_parameter_marks_exactly_the_affected_assets_stale(
     # → dataset mapping): the four models that read frame embeddings are stale, the rest not yet.
     models = ["audio_model_han", "audio_model_choi", "audio_model_xception", "video_model"]
     assert set(_stale(dagster_dev, models, "tiny").values()) == {"FRESH"}
-    result = materialize(list(defs.assets), selection=["log_mel", "frame_embeddings"],
+    result = materialize(list(loaded.assets), selection=["log_mel", "frame_embeddings"],
                          partition_key="tiny|val", instance=instance, resources=resources)  # fmt: skip
     assert result.success
     assert set(_stale(dagster_dev, models, "tiny").values()) == {"STALE"}

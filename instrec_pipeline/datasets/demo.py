@@ -43,6 +43,8 @@ import ffmpeg
 import mido
 import numpy as np
 
+from instrec_pipeline.settings import DemoSettings
+
 __all__ = [
     "CLASS_PROGRAMS",
     "DEMO_CLASSES",
@@ -180,8 +182,9 @@ _LOOKS: dict[str, _Look] = {
     "flute": _Look(180.0, "bar"),  # cyan, long thin bar drifting
     "piano": _Look(235.0, "keys"),  # blue, scrolling keyboard
     "violin": _Look(300.0, "bow"),  # magenta, rotating bow
-    # The other FCVID classes, on the hues between: a hue's neighbours differ in shape, except cello and
-    # violin (both bowed, 30 degrees apart: with clutter the picture alone confuses them, the sound not).
+    # The other FCVID classes, on the hues between. Two pairs of neighbours share a shape, 30 degrees apart:
+    # cello / violin (bowed) and saxophone / trumpet (bells); with clutter the picture alone confuses them,
+    # the sound does not. Elsewhere a hue's neighbours differ in shape.
     "harmonica": _Look(27.0, "holes"),  # orange, a short bar with a row of holes
     "saxophone": _Look(85.0, "rings"),  # yellow-green, rings like the trumpet's
     "rockBand": _Look(148.0, "eq"),  # green-cyan, bouncing level bars (stage lights)
@@ -305,11 +308,11 @@ def find_soundfont(name: str = "") -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"soundfont {name!r} not found (as a path or in {_SOUNDFONT_DIR})")
         return path
-    env = os.environ.get("INSTREC_SOUNDFONT")
-    if env:
-        path = Path(env).expanduser()
+    given = DemoSettings.read().soundfont
+    if given is not None:
+        path = given.expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"INSTREC_SOUNDFONT={env!r} is not a file")
+            raise FileNotFoundError(f"INSTREC_SOUNDFONT={str(given)!r} is not a file")
         return path
     for name in _SOUNDFONT_NAMES:
         path = _SOUNDFONT_DIR / name

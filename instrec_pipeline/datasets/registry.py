@@ -25,7 +25,6 @@ file, the dataset and the field; the other datasets still load.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from instrec_pipeline.datasets.demo import DEMO_CLASSES, generate_demo
 from instrec_pipeline.datasets.labels import is_multilabel, split_labels
 from instrec_pipeline.datasets.manifest import ManifestError, Rejected, assign_splits, read_table, validate
+from instrec_pipeline.settings import DatasetSettings
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def datasets() -> dict[str, DatasetSpec]:
             durations=lambda: _list_durations("yt8m_durations.csv"), training=PAPER_TRAINING["yt8m"],
         ),  # fmt: skip
     }
-    config = Path(os.environ.get("INSTREC_DATASETS", "instrec_datasets.yaml"))
+    config = DatasetSettings.read().datasets_file
     user, problems = _user_specs(config, set(builtin))
     _PROBLEMS[:] = problems
     for problem in problems:

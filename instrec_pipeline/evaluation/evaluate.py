@@ -68,7 +68,8 @@ def evaluate_dataset(
         dataset, classes, results, out_dir or layout.report_dir(dataset), paper_dataset,
         provenance={**provenance(layout, dataset, uni), **(extra_provenance or {})},
         comparisons=[] if uni.audio_cfg.multilabel else [("fusion", "score_average"),
-                                                         ("fusion", _best(inputs))],
+                                                         ("fusion", _best(inputs)),
+                                                         ("fusion", "fusion_insample")],
     )  # fmt: skip
 
 

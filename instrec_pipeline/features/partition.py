@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, Loade
 from instrec_pipeline.media.demux import DemuxParams, Spooled, demux_to_spool
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.partition import StageSummary
-from instrec_pipeline.parallel import map_unordered
+from instrec_pipeline.parallel import demux_plan, map_unordered
 from instrec_pipeline.progress import Progress
 from instrec_pipeline.store import (
     EMBEDDINGS,
@@ -54,12 +55,17 @@ def demux_partition(
     store's only writer, copies it in bounded chunks. Memory stays at a few chunks per worker whatever the
     videos' lengths. A video without audio stores zero audio samples (a missing modality downstream), an
     audio-only file zero frames; one that ffmpeg cannot read is recorded with its reason and retried on
-    the next run. ``codec``: how frames are kept (default JPEG, see :class:`FrameCodec`).
+    the next run. ``codec``: how frames are kept (default JPEG, see :class:`FrameCodec`). Unless
+    ``params.threads`` says otherwise, each ffmpeg gets the cores a local pool's workers leave it
+    (:func:`~instrec_pipeline.parallel.demux_plan`).
 
     The caller holds the partition's lock: ``spool_root`` is this partition's alone, and whatever a killed
     run left there is removed first.
     """
     codec = codec or FrameCodec()
+    local = getattr(pool, "_max_workers", None)  # a local pool (a Dask cluster's workers are elsewhere)
+    if not params.threads and local:
+        params = replace(params, threads=demux_plan(workers=local).threads)  # no core left oversubscribed
     frames = Frames.open(group, params.fps, params.resize, params.crop, codec, geometry=params.geometry)
     audio = {sr: open_audio(group, sr) for sr in params.sample_rates}
     summary = StageSummary()
@@ -169,8 +175,11 @@ def _blocks(pieces: list[tuple[str, int, int, bool]], rows: int) -> list[list[tu
     return [b for b in blocks if b]
 
 
-def embedding_params(w: LoadedWeights, source: RaggedArray, precision: str) -> dict[str, str | int]:
-    """What identifies stored embeddings: the model, its weights and the frames they came from."""
+def embedding_params(
+    w: LoadedWeights, source: RaggedArray, precision: str, runtime: str = "torch"
+) -> dict[str, str | int]:
+    """What identifies stored embeddings: the model, its weights, its arithmetic (precision, and the runtime
+    when not torch: stores made before the setting keep their digest) and the frames they came from."""
     return {
         "model": "inception_v3",
         "layer": "avgpool (penultimate, 2048-d)",
@@ -179,6 +188,7 @@ def embedding_params(w: LoadedWeights, source: RaggedArray, precision: str) -> d
         "weights_digest": w.digest,
         **({"seed": w.seed} if w.kind == "random" else {}),
         "precision": precision,
+        **({"runtime": runtime} if runtime != "torch" else {}),
         "source": source.params_digest,
     }
 
@@ -201,7 +211,7 @@ def embedding_partition(
     """
     frames = Frames.read(group)
     source = frames.array
-    params = embedding_params(embedder.weights, source, embedder.precision)
+    params = embedding_params(embedder.weights, source, embedder.precision, embedder.runtime)
     target = RaggedArray.open(group, name, (EMBEDDING_DIM,), "float32", params)
     summary = StageSummary(skipped=sum(v in target for v in source.video_ids))
     todo = [v for v in source.video_ids if v not in target]

@@ -92,6 +92,11 @@ class DemuxParams:
     ``max_duration_s`` refuses longer files at probe time: a tiny file can claim hours (one timestamp), and
     frames, memory and spool grow with the duration. It bounds the work, not the result, so it is not part
     of what identifies stored features.
+
+    ``threads``: ffmpeg's decoding and filter threads for this video (0: ffmpeg's default, one per core).
+    When several videos are demuxed at once, one thread each decodes more per core than many
+    (:func:`instrec_pipeline.parallel.demux_plan`, measured by ``make bench``). Like ``max_duration_s``
+    it changes the speed, not the frames.
     """
 
     fps: float = 1.0
@@ -100,6 +105,7 @@ class DemuxParams:
     sample_rates: tuple[int, ...] = (12000, 22050)
     max_duration_s: float = 7200.0
     geometry: Geometry = field(default="squash", kw_only=True)
+    threads: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -112,6 +118,8 @@ class DemuxParams:
             raise ValueError(f"max_duration_s must be positive, got {self.max_duration_s}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: ffmpeg's default), got {self.threads}")
 
 
 @dataclass
@@ -307,7 +315,8 @@ class _Job:
 
     def _command(self, tmp: Path) -> tuple[list[str], dict[int, Path]]:
         p, info = self.probed, self.probed.info
-        inp = ffmpeg.input(ffmpeg_path(self.path), **input_options())
+        threads = {"threads": str(self.params.threads)} if self.params.threads else {}
+        inp = ffmpeg.input(ffmpeg_path(self.path), **input_options(), **threads)
         # A file whose header claims less than it holds would decode on; stop every output past the limit
         # (plus tpad's extra period and one of slack, so a file just under it is unaffected).
         cap = {"t": repr(self.params.max_duration_s + 2 / self.params.fps)}
@@ -332,7 +341,9 @@ class _Job:
                     )
                 )
         args = ffmpeg.merge_outputs(*outputs).compile()
-        return [args[0], *_GLOBAL_ARGS, *args[1:]], files
+        # The filter graph's own threads (ffmpeg's default: one per core), bound like the decoder's.
+        graph = ["-filter_complex_threads", str(self.params.threads)] if self.params.threads else []
+        return [args[0], *_GLOBAL_ARGS, *graph, *args[1:]], files
 
     def batches(self, batch: int = 64, audio_dir: Path | None = None) -> Iterator[np.ndarray]:
         """Frame batches; then the audio, loaded into ``self.audio`` — or, with ``audio_dir``, left there as

@@ -12,19 +12,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from instrec_pipeline.settings import StoreSettings
 from instrec_pipeline.store.atomic import atomic_write
 from instrec_pipeline.store.schema import FeatureStore
 
 
 def default_root() -> Path:
     """``$INSTREC_HOME`` or ``./data``: a laptop default that a resource can override per deployment."""
-    return Path(os.environ.get("INSTREC_HOME", "data")).expanduser().resolve()
+    return StoreSettings.read().root
 
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:

@@ -142,8 +142,7 @@ def finetune_inception(
         probs = []
         for v in val_ids:
             x = torch.from_numpy(evaluation_frames(val_frames.get(v), k)).to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                probs.append(activate(m(x).float(), multilabel).mean(0).cpu().numpy())
+            probs.append(activate(m(x), multilabel).mean(0).cpu().numpy())  # fit() sets the precision
         return y_val, np.stack(probs) if probs else np.zeros((0, len(classes)), np.float32)
 
     result = fit(model, optimizer, batches, validate, settings, y_train, len(classes), scheduler=scheduler)

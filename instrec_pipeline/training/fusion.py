@@ -98,27 +98,6 @@ def build_fusion(cfg: FusionTrainConfig, n_classes: int, dv: int, da: int) -> La
 @torch.no_grad()
 def fusion_probs(
     model: LateFusionNet,
-    inp: FusionInputs,
-    n_classes: int,
-    device: torch.device,
-    use_video: bool = True,
-    use_audio: bool = True,
-    multilabel: bool = False,
-) -> np.ndarray:
-    """Clip probabilities with k uniformly spaced frames; ``use_*=False`` removes a modality (zeros)."""
-    model.eval()
-    out = [np.zeros((0, n_classes), np.float32)]
-    for start in range(0, len(inp.video_ids), EVAL_BATCH):  # bounded memory, whatever the split's size
-        idx = np.arange(start, min(start + EVAL_BATCH, len(inp.video_ids)))
-        v, a = stack_batch(inp, idx, model.k, model.video_dim, model.audio_dim, rng=None)
-        vt = torch.from_numpy(v).to(device) if use_video else None
-        at = torch.from_numpy(a).to(device) if use_audio else None
-        out.append(activate(model(vt, at), multilabel).cpu().numpy())
-    return np.concatenate(out)
-
-
-def ensemble_probs(
-    model: LateFusionNet,
     inputs: Sequence[FusionInputs],
     n_classes: int,
     device: torch.device,
@@ -126,12 +105,18 @@ def ensemble_probs(
     use_audio: bool = True,
     multilabel: bool = False,
 ) -> np.ndarray:
-    """The fusion's scores averaged over the inputs of each unimodal pair it was trained on (one pair:
-    its scores as they are)."""
-    return np.mean(
-        [fusion_probs(model, inp, n_classes, device, use_video, use_audio, multilabel) for inp in inputs],
-        axis=0,
-    )
+    """Clip probabilities with k uniformly spaced frames, averaged over the inputs of each unimodal pair
+    the fusion was trained on (one pair: its scores as they are); ``use_*=False`` removes a modality."""
+    model.eval()
+    total = np.zeros((len(inputs[0].video_ids), n_classes), np.float32)
+    for inp in inputs:
+        for start in range(0, len(inp.video_ids), EVAL_BATCH):  # bounded memory, whatever the split's size
+            idx = np.arange(start, min(start + EVAL_BATCH, len(inp.video_ids)))
+            v, a = stack_batch(inp, idx, model.k, model.video_dim, model.audio_dim, rng=None)
+            vt = torch.from_numpy(v).to(device) if use_video else None
+            at = torch.from_numpy(a).to(device) if use_audio else None
+            total[idx] += activate(model(vt, at), multilabel).cpu().numpy()
+    return total / len(inputs)
 
 
 def train_fusion(
@@ -159,7 +144,7 @@ def train_fusion(
             yield xb, torch.from_numpy(train.labels[idx]).to(device)
 
     def validate(m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        return val[0].labels, ensemble_probs(m, val, n_classes, device, multilabel=cfg.multilabel)
+        return val[0].labels, fusion_probs(m, val, n_classes, device, multilabel=cfg.multilabel)
 
     result = fit(
         model, optimizer, batches, validate, cfg, train.labels, n_classes, forward=lambda m, xb: m(*xb)

@@ -18,6 +18,7 @@ from torch import nn
 
 from instrec_pipeline.evaluation.metrics import hit_at_k
 from instrec_pipeline.evaluation.multilabel import pr_auc_macro
+from instrec_pipeline.features.visual import resolve_precision
 from instrec_pipeline.store.atomic import atomic_write
 
 Batch = tuple[Any, torch.Tensor]
@@ -32,7 +33,11 @@ def seed_everything(seed: int) -> None:
 
 
 def activate(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Scores from logits: independent sigmoids when a video may carry several labels, else softmax."""
+    """Scores from logits: independent sigmoids when a video may carry several labels, else softmax.
+
+    In float32 whatever the logits' dtype (bf16 under autocast), so scores are comparable and numpy-ready.
+    """
+    logits = logits.float()
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
 
 
@@ -58,6 +63,8 @@ class FitResult:
     seconds: float = 0.0
     #: Val score per hyper-parameter value tried when one was chosen on val (e.g. ``{"lr=0.01": 0.8}``).
     tuning: dict[str, float] = field(default_factory=dict)
+    #: The arithmetic the model was trained and validated in (``settings.precision`` resolved): fp32 | bf16.
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,10 @@ class TrainSettings:
     seed: int = 0
     stream_budget_bytes: int = 512 << 20  # training's shuffle window: peak memory, whatever the dataset
     loader_workers: int = 2  # DataLoader processes reading the next blocks (when the split exceeds it)
+    #: auto | fp32 | bf16. bf16 autocast (weights, optimiser and loss stay float32) where it pays: ``auto``
+    #: picks it on CUDA and on CPUs with bf16 units, as for the embeddings (``resolve_precision``); fp32
+    #: runs exactly the float32 arithmetic of before.
+    precision: str = "auto"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -95,20 +106,27 @@ def fit(
     ``validate(model)`` returns video-level ``(y_true, probs)`` on the val split; ``train_labels`` (one
     row per training video) set the class weights when ``settings.balanced``. Single-label: softmax
     cross-entropy, Hit@1; multi-label (multi-hot labels): sigmoid BCE, macro PR-AUC. The best epoch's
-    weights are loaded back into ``model`` at the end.
+    weights are loaded back into ``model`` at the end. Training steps and ``validate`` run under bf16
+    autocast when ``settings.precision`` resolves to bf16 (recorded in the result's ``precision``).
     """
     import time
 
     start = time.perf_counter()
     multilabel = settings.multilabel
     device = next(model.parameters()).device
+    precision = resolve_precision(settings.precision, device)
+
+    def autocast() -> torch.autocast:
+        # bf16 needs no loss scaling (unlike fp16); disabled, this is a no-op: fp32 stays bit-identical.
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
     weights = class_weights(train_labels, n_classes, device) if settings.balanced else None
     if multilabel:
         loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=weights)
     else:
         loss_fn = nn.CrossEntropyLoss(weight=weights)
     metric = val_metric(multilabel)
-    result = FitResult(history={"train_loss": [], "val_loss": [], metric: []})
+    result = FitResult(history={"train_loss": [], "val_loss": [], metric: []}, precision=precision)
     best: tuple[float, float] | None = None
     best_state = copy.deepcopy(model.state_dict())
     for epoch in range(settings.max_epochs):
@@ -116,8 +134,7 @@ def fit(
         losses = []
         for inputs, labels in train_batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            # bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision on CPU.
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=labels.is_cuda):
+            with autocast():
                 loss = loss_fn(forward(model, inputs).float(), labels)
             loss.backward()
             optimizer.step()
@@ -125,7 +142,9 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         model.eval()
-        val_loss, val_score = _validation(*validate(model), multilabel)
+        with autocast():
+            y_val, p_val = validate(model)
+        val_loss, val_score = _validation(y_val, p_val, multilabel)
         result.history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         result.history["val_loss"].append(val_loss)
         result.history[metric].append(val_score)

@@ -24,7 +24,7 @@ from instrec_pipeline.training.fusion import (
     FusionInputs,
     FusionTrainConfig,
     build_fusion,
-    ensemble_probs,
+    fusion_probs,
     train_fusion,
 )
 from instrec_pipeline.training.loop import (
@@ -53,6 +53,7 @@ def _meta(classes: list[str], cfg: dict[str, Any], fit: FitResult, n_train: int)
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
         "seconds": fit.seconds,
+        "precision": fit.precision,  # what ``config["precision"]`` resolved to on the device trained on
         "n_train_videos": n_train,
         **({"tuning": fit.tuning} if fit.tuning else {}),
     }
@@ -111,7 +112,9 @@ def train_and_save_video(
     if cfg.finetune and tag:
         embeddings = FINETUNED_EMBEDDINGS
     elif cfg.finetune:
-        settings = TrainSettings(cfg.finetune_epochs, cfg.patience, cfg.balanced, cfg.multilabel, cfg.seed)
+        settings = TrainSettings(
+            cfg.finetune_epochs, cfg.patience, cfg.balanced, cfg.multilabel, cfg.seed, precision=cfg.precision
+        )
         weights, tuned = finetune_inception(
             layout, dataset, classes, settings, k=cfg.finetune_k, lr=cfg.finetune_lr,
             batch_size=cfg.batch_size, device=device,
@@ -305,7 +308,7 @@ class TrainedFusion:
     ) -> np.ndarray:
         multilabel = bool(self.meta["config"].get("multilabel"))
         n = len(self.meta["classes"])
-        return ensemble_probs(self.model, inputs, n, device, use_video, use_audio, multilabel)
+        return fusion_probs(self.model, inputs, n, device, use_video, use_audio, multilabel)
 
 
 def load_fusion(

@@ -8,17 +8,17 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import failures_table, partition, progress, rate_metadata, writing
 from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.datasets.registry import datasets, load_manifest
+from instrec_pipeline.defs.assets.common import failures_table, partition, progress, rate_metadata, writing
+from instrec_pipeline.defs.partitions import dataset_split_partitions
+from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
 from instrec_pipeline.features.footprint import footprint
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import demux_partition
 from instrec_pipeline.media.fetch import FetchPolicy
 from instrec_pipeline.media.partition import fetch_partition
 from instrec_pipeline.parallel import executor
-from instrec_pipeline.partitions import dataset_split_partitions
-from instrec_pipeline.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
 from instrec_pipeline.store import Frames
 from instrec_pipeline.store.layout import read_csv, write_csv_atomic
 
@@ -26,7 +26,7 @@ GROUP = "videos"
 SAMPLE_RATES = tuple(sorted({m.sample_rate for m in MEL_INPUTS.values()}))
 
 
-@asset(partitions_def=dataset_split_partitions, group_name=GROUP, code_version="1")
+@asset(partitions_def=dataset_split_partitions, group_name=GROUP, code_version="1", kinds={"pandas", "csv"})
 def manifest(
     context: AssetExecutionContext, store: StoreResource, extraction: ExtractionResource
 ) -> MaterializeResult:
@@ -87,7 +87,13 @@ def _disk_estimate(
     }
 
 
-@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[manifest], code_version="1")
+@asset(
+    partitions_def=dataset_split_partitions,
+    group_name=GROUP,
+    deps=[manifest],
+    code_version="1",
+    kinds={"python", "youtube"},  # local files, http(s) and yt-dlp
+)
 def raw_videos(
     context: AssetExecutionContext, store: StoreResource, compute: ComputeResource, media: MediaResource
 ) -> MaterializeResult:
@@ -129,7 +135,13 @@ def raw_videos(
         )
 
 
-@asset(partitions_def=dataset_split_partitions, group_name=GROUP, deps=[raw_videos], code_version="1")
+@asset(
+    partitions_def=dataset_split_partitions,
+    group_name=GROUP,
+    deps=[raw_videos],
+    code_version="1",
+    kinds={"python", "ffmpeg", "zarr"},
+)
 def demux(
     context: AssetExecutionContext,
     store: StoreResource,

@@ -16,15 +16,14 @@ from dagster import (
     asset,
 )
 
-from instrec_pipeline.assets.common import GPU_STAGE
-from instrec_pipeline.assets.features import frame_embeddings, log_mel
 from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.datasets.registry import datasets
+from instrec_pipeline.defs.assets.common import GPU_STAGE
+from instrec_pipeline.defs.partitions import all_splits_of_dataset, dataset_partitions
+from instrec_pipeline.defs.resources import ComputeResource, StoreResource
 from instrec_pipeline.features import quality
 from instrec_pipeline.features.visual import resolve_device
 from instrec_pipeline.models import AUDIO_MODELS, AUDIO_TITLES
-from instrec_pipeline.partitions import all_splits_of_dataset, dataset_partitions
-from instrec_pipeline.resources import ComputeResource, StoreResource
 from instrec_pipeline.store import RaggedArray
 from instrec_pipeline.store.layout import Layout, read_csv
 from instrec_pipeline.training.audio import STRATEGIES, STRATEGY_TITLES, AudioTrainConfig
@@ -124,7 +123,7 @@ def _train(
     return MaterializeResult(metadata={**_training_metadata(meta), **extra})
 
 
-FEATURE_DEPS = [AssetDep(a, partition_mapping=all_splits_of_dataset) for a in (log_mel, frame_embeddings)]
+FEATURE_DEPS = [AssetDep(a, partition_mapping=all_splits_of_dataset) for a in ("log_mel", "frame_embeddings")]
 
 
 def audio_model_asset(name: str) -> AssetsDefinition:
@@ -136,6 +135,7 @@ def audio_model_asset(name: str) -> AssetsDefinition:
         group_name=GROUP,
         deps=FEATURE_DEPS,
         code_version="1",
+        kinds={"pytorch"},
         **GPU_STAGE,
         description=f"{AUDIO_TITLES[name]} on log-mel {STRATEGY_TITLES[STRATEGIES[name][0]]}, Adam, "
         "early stopping on the val split.",
@@ -158,6 +158,7 @@ audio_models = [audio_model_asset(name) for name in AUDIO_MODELS]
     group_name=GROUP,
     deps=FEATURE_DEPS,
     code_version="3",  # 2: the embedding standardiser floors its std; 3: lr chosen on val
+    kinds={"pytorch"},
     **GPU_STAGE,
 )
 def video_model(
@@ -176,6 +177,7 @@ def video_model(
     group_name=GROUP,
     deps=[*audio_models, video_model],
     code_version="2",  # 2: out-of-fold inputs, in-sample variant kept
+    kinds={"pytorch"},
     **GPU_STAGE,
 )
 def fusion_model(

@@ -7,10 +7,10 @@ from contextlib import AbstractContextManager
 
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
 
-from instrec_pipeline.automation.executors import GPU_STEP_TAGS
-from instrec_pipeline.partitions import split_key
+from instrec_pipeline.defs.executors import GPU_STEP_TAGS
+from instrec_pipeline.defs.partitions import split_key
+from instrec_pipeline.defs.resources import StoreResource
 from instrec_pipeline.progress import Progress
-from instrec_pipeline.resources import StoreResource
 
 MAX_TABLE_ROWS = 200
 #: What makes an asset a GPU stage: the ``gpu`` pool (one at a time per instance's limit) and, under the

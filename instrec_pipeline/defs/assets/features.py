@@ -2,14 +2,13 @@
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from instrec_pipeline.assets.common import GPU_STAGE, partition, progress, rate_metadata, writing
-from instrec_pipeline.assets.videos import demux
 from instrec_pipeline.datasets.registry import datasets
+from instrec_pipeline.defs.assets.common import GPU_STAGE, partition, progress, rate_metadata, writing
+from instrec_pipeline.defs.partitions import dataset_split_partitions
+from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, StoreResource
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
 from instrec_pipeline.features.visual import FrameEmbedder, resolve_device
-from instrec_pipeline.partitions import dataset_split_partitions
-from instrec_pipeline.resources import ComputeResource, ExtractionResource, StoreResource
 from instrec_pipeline.store import params_digest
 
 GROUP = "features"
@@ -18,8 +17,9 @@ GROUP = "features"
 @asset(
     partitions_def=dataset_split_partitions,
     group_name=GROUP,
-    deps=[demux],
+    deps=["demux"],
     code_version="1",
+    kinds={"pytorch", "zarr"},
     **GPU_STAGE,
 )
 def log_mel(
@@ -49,8 +49,9 @@ def log_mel(
 @asset(
     partitions_def=dataset_split_partitions,
     group_name=GROUP,
-    deps=[demux],
+    deps=["demux"],
     code_version="1",
+    kinds={"pytorch", "zarr"},
     **GPU_STAGE,
 )
 def frame_embeddings(
@@ -82,7 +83,7 @@ def frame_embeddings(
                 "skipped": summary.skipped,
                 "frames": target.n_rows,
                 "device": str(embedder.device),
-            "precision": embedder.precision,
+                "precision": embedder.precision,
                 "weights": embedder.weights.kind,
                 "weights_source": embedder.weights.source,
                 "params": MetadataValue.json(target.params),

@@ -4,13 +4,12 @@ import math
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
-from instrec_pipeline.assets.models import audio_models, fusion_model
 from instrec_pipeline.datasets.registry import datasets
+from instrec_pipeline.defs.partitions import dataset_partitions
+from instrec_pipeline.defs.resources import ComputeResource, StoreResource
 from instrec_pipeline.evaluation.evaluate import evaluate_dataset
 from instrec_pipeline.features.visual import resolve_device
 from instrec_pipeline.models import AUDIO_MODELS
-from instrec_pipeline.partitions import dataset_partitions
-from instrec_pipeline.resources import ComputeResource, StoreResource
 
 
 def _cell(value: object) -> str | int | float | bool | None:
@@ -23,7 +22,8 @@ def _cell(value: object) -> str | int | float | bool | None:
 @asset(
     partitions_def=dataset_partitions,
     group_name="reports",
-    deps=[fusion_model, *audio_models],
+    kinds={"scikitlearn", "matplotlib"},
+    deps=["fusion_model", *(f"audio_model_{name}" for name in AUDIO_MODELS)],
     code_version="4",  # 2: multi-label; 3: intervals, floors, flags, provenance; 4: OOF fusion, seeds
 )
 def evaluation_report(

@@ -1,10 +1,15 @@
-"""Configurable resources: what a deployment changes from the launchpad without touching code."""
+"""Configurable resources: what a deployment changes from the launchpad without touching code.
+
+Bound under their keys by ``resource_defs`` (the defs folder finds ``@definitions`` functions, not bare
+resource instances).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
+import dagster as dg
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -104,3 +109,16 @@ class ExtractionResource(ConfigurableResource):
             max_duration_s=max_duration_s,
             geometry=self.geometry,
         )
+
+
+@dg.definitions
+def resource_defs() -> dg.Definitions:
+    """The resource keys every asset and check asks for: ``store``, ``compute``, ``media``, ``extraction``."""
+    return dg.Definitions(
+        resources={
+            "store": StoreResource(),
+            "compute": ComputeResource(),
+            "media": MediaResource(),
+            "extraction": ExtractionResource(),
+        }
+    )

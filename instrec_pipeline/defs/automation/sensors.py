@@ -10,11 +10,10 @@ import json
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
-from instrec_pipeline.automation.schedules import extraction_job
 from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.datasets.registry import datasets, load_manifest
-from instrec_pipeline.partitions import dataset_split_partitions
-from instrec_pipeline.resources import StoreResource
+from instrec_pipeline.defs.partitions import dataset_split_partitions
+from instrec_pipeline.defs.resources import StoreResource
 
 
 def split_digests(store: StoreResource, names: list[str]) -> dict[str, str]:
@@ -32,7 +31,7 @@ def split_digests(store: StoreResource, names: list[str]) -> dict[str, str]:
 
 
 @sensor(
-    job=extraction_job,
+    job_name="extraction_job",
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.STOPPED,
     description="Runs extraction for the dataset × split partitions whose manifest rows changed.",

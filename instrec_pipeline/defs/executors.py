@@ -10,45 +10,45 @@
   The instance storage and the store root must be shared by every worker (see README, Scale-out).
   GPU stages go to the Celery queue ``gpu`` (``GPU_STEP_TAGS``), so that only workers on GPU machines,
   started with ``-q gpu``, take them; every other step goes to Dagster's default queue, ``dagster``.
+
+The executor is chosen when the code location loads (``executor_defs``), not at import.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
-from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+import dagster as dg
 
-EXECUTOR_ENV = "INSTREC_EXECUTOR"
-BROKER_ENV = "INSTREC_CELERY_BROKER"
-BACKEND_ENV = "INSTREC_CELERY_BACKEND"
-DEFAULT_REDIS = "redis://localhost:6379/0"
-EXECUTORS = ("in_process", "multiprocess", "celery")
+from instrec_pipeline.settings import ExecutorSettings
+
 GPU_QUEUE = "gpu"
 #: Op tags of the GPU stages (beside ``pool="gpu"``): the Celery executor routes them to ``GPU_QUEUE``;
 #: the other executors ignore them. The key is dagster_celery's, spelt out to keep that import optional.
 GPU_STEP_TAGS = {"dagster-celery/queue": GPU_QUEUE}
 
 
-def celery_executor_from_env(env: Mapping[str, str]) -> ExecutorDefinition:
+def celery_executor(settings: ExecutorSettings) -> dg.ExecutorDefinition:
     """Dagster's Celery executor on the configured broker. Imported only here: it is an optional extra."""
     try:
         from dagster_celery import celery_executor
     except ImportError as e:
-        raise RuntimeError(f"{EXECUTOR_ENV}=celery needs dagster-celery: pip install -e '.[celery]'") from e
-    broker = env.get(BROKER_ENV) or DEFAULT_REDIS
-    backend = env.get(BACKEND_ENV) or broker
-    return celery_executor.configured({"broker": broker, "backend": backend}, name="celery")
+        raise RuntimeError("INSTREC_EXECUTOR=celery needs dagster-celery: pip install -e '.[celery]'") from e
+    config = {"broker": settings.celery_broker, "backend": settings.backend}
+    return celery_executor.configured(config, name="celery")
 
 
-def executor_from_env(env: Mapping[str, str] | None = None) -> ExecutorDefinition:
+def executor_from_env(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
     """The executor named by ``INSTREC_EXECUTOR`` (default ``in_process``); an unknown name fails loudly."""
-    env = os.environ if env is None else env
-    name = (env.get(EXECUTOR_ENV) or "in_process").strip().lower().replace("-", "_")
-    if name == "in_process":
-        return in_process_executor
-    if name == "multiprocess":
-        return multiprocess_executor
-    if name == "celery":
-        return celery_executor_from_env(env)
-    raise ValueError(f"{EXECUTOR_ENV}={env.get(EXECUTOR_ENV)!r} is not one of: {', '.join(EXECUTORS)}")
+    settings = ExecutorSettings.read(env)
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor
+    if settings.executor == "celery":
+        return celery_executor(settings)
+    return dg.in_process_executor
+
+
+@dg.definitions
+def executor_defs() -> dg.Definitions:
+    """The default executor of every job; a module-level executor is not something the defs folder finds."""
+    return dg.Definitions(executor=executor_from_env())

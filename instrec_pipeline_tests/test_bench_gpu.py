@@ -1,0 +1,34 @@
+"""``bench/gpu.sh``, the one command a lent GPU machine runs (issue #12), runs on CPU too: its quick mode
+measures what a CPU can and says, for each GPU part, that it was skipped and why."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_gpu_bench_runs_on_cpu_and_says_what_it_skipped(tmp_path: Path) -> None:
+    run = subprocess.run(
+        ["bash", "bench/gpu.sh", "--quick", "--out", str(tmp_path), "--scale-json", str(tmp_path / "none")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    text = run.stdout
+    sections = ("1. decode", "CPU ffmpeg, the pipeline's demux", "2. Inception v3 forward",
+                "torch bf16 autocast, channels-last", "3. end-to-end", "4. projection: SKIPPED")  # fmt: skip
+    for section in sections:
+        assert section in text, text
+    figures = json.loads((tmp_path / "gpu.json").read_text())
+    assert figures["decode_frames_per_s"]["cpu_ffmpeg"] > 0 and figures["end_to_end"]["seconds_per_video"] > 0
+    if not torch.cuda.is_available():
+        assert "torchcodec cuda (NVDEC): SKIPPED — no CUDA device" in text
+        assert "FFmpeg NVDEC via PyAV: SKIPPED — no CUDA device" in text
