@@ -109,12 +109,12 @@ def decode_section(paths: list[Path], cuda: bool) -> dict[str, float]:
     print(f"1. decode: source frames decoded/s over {len(paths)} videos ({extraction.load()})")
     if shutil.which("ffmpeg"):
         rates["cpu_ffmpeg"] = parallel_rate(paths, cpu_ffmpeg, workers)
-        print(f"   CPU ffmpeg, the pipeline's demux ({workers} processes × 1 thread): "
-              f"{rates['cpu_ffmpeg']:,.0f} frames/s")  # fmt: skip
+        print(f"   CPU ffmpeg, the pipeline's demux ({workers} processes × 1 thread; frames resized and "
+              f"audio resampled too): {rates['cpu_ffmpeg']:,.0f} frames/s")  # fmt: skip
     else:
         skipped("CPU ffmpeg", "no ffmpeg binary on this machine")
     for device in ("cpu", "cuda"):
-        name = f"torchcodec {device}{' (NVDEC)' if device == 'cuda' else ''}"
+        name = f"torchcodec {device}{' (NVDEC)' if device == 'cuda' else ''}, frames at the instants"
         one = torchcodec_decoder(device)
         if device == "cuda" and not cuda:
             skipped(name, "no CUDA device")

@@ -30,5 +30,5 @@ def test_gpu_bench_runs_on_cpu_and_says_what_it_skipped(tmp_path: Path) -> None:
     figures = json.loads((tmp_path / "gpu.json").read_text())
     assert figures["decode_frames_per_s"]["cpu_ffmpeg"] > 0 and figures["end_to_end"]["seconds_per_video"] > 0
     if not torch.cuda.is_available():
-        assert "torchcodec cuda (NVDEC): SKIPPED — no CUDA device" in text
+        assert "torchcodec cuda (NVDEC), frames at the instants: SKIPPED — no CUDA device" in text
         assert "FFmpeg NVDEC via PyAV: SKIPPED — no CUDA device" in text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instrec_pipeline.evaluation.paper import CHOI_EXTENSION
+from instrec_pipeline.evaluation.paper import CHOI_EXTENSION, Setup
 from instrec_pipeline.evaluation.probes import linear_probe
 from instrec_pipeline.evaluation.report import ModelResult, build_report
 from instrec_pipeline.evaluation.uncertainty import bootstrap_intervals, paired_bootstrap
@@ -64,8 +64,9 @@ def test_report_flags_rows_below_their_floor_and_marks_random_weights(tmp_path: 
     mark = ("random Inception weights",)
     results = [
         ModelResult("choi", "Choi", y, good, floors=("probe_audio",)),
-        ModelResult("video", "Video", y, poor, floors=("probe_video",), marks=mark),
-        ModelResult("fusion", "Fusion", y, poor, floors=("score_average", "choi", "video"), marks=mark),
+        ModelResult("video", "Video", y, poor, floors=("probe_video",), marks=mark, setup=Setup(k=50)),
+        ModelResult("fusion", "Fusion", y, poor, floors=("score_average", "choi", "video"), marks=mark,
+                    setup=Setup(strategy="UCcat", k=50, audio="xception")),
         ModelResult("score_average", "Score averaging", y, (good + poor) / 2, marks=mark),
         ModelResult("probe_audio", "Floor audio", y, poor),
         ModelResult("probe_video", "Floor video", y, good, marks=mark),

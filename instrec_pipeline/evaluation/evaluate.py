@@ -218,7 +218,7 @@ def _results(
         results.append(
             ModelResult(
                 "fusion_insample",
-                f"Late fusion, in-sample inputs (the paper's: {_trained_on(insample.meta)})",
+                "Late fusion, in-sample inputs (the paper's protocol)",
                 y,
                 insample.probs(insample.inputs(data, device), device),
                 history_arrays(insample.meta),

@@ -146,7 +146,7 @@ class FrameFeatures(Mapping[str, np.ndarray]):
     def __getitem__(self, video_id: str) -> np.ndarray:
         self.model.eval()
         x = torch.from_numpy(self.norm(self.rows[video_id])).to(self.device)
-        return self.model.embed(x).cpu().numpy()
+        return self.model.embed(x).float().cpu().numpy()  # float32 even under bf16 autocast
 
     def __contains__(self, video_id: object) -> bool:
         return video_id in self.rows
