@@ -92,7 +92,7 @@ def materialised(tiny_dataset: Path, dagster_home: Path, tmp_path_factory: pytes
 #: runs them, `make test-fast` (the inner loop) does not.
 SLOW_MODULES = {
     "test_celery", "test_web_ui", "test_pipeline_e2e", "test_concurrency", "test_run_slots",
-    "test_multilabel",
+    "test_multilabel", "test_automation",
 }  # fmt: skip
 SLOW_TESTS = {"test_sigkill_mid_partition_then_resume", "test_the_same_extraction_runs_on_a_dask_cluster"}
 

@@ -92,17 +92,29 @@ def test_settings_keep_their_defaults_and_are_read_when_asked(monkeypatch: pytes
     assert StoreSettings.read().root == Path("data").resolve()
 
 
-def test_the_schedule_is_built_from_the_settings_of_the_moment() -> None:
-    from instrec_pipeline.defs.automation.schedules import reextraction_requests, reextraction_schedule
+def test_the_manifests_are_observed_on_the_cron_of_the_settings_for_the_named_datasets() -> None:
+    """The observation's condition comes from the settings read when the code location loads: the cron,
+    and only the named datasets' partitions (the paper's lists are left out unless named)."""
+    from datetime import datetime
+
+    import dagster as dg
+
+    from instrec_pipeline.defs.automation.declarative import manifest_file
+    from instrec_pipeline.defs.resources import StoreResource
 
     settings = ReextractionSettings.read({"INSTREC_REEXTRACT_CRON": "15 1 * * 0",
                                           "INSTREC_REEXTRACT_DATASETS": "tiny"})  # fmt: skip
-    schedule = reextraction_schedule(settings)
-    assert schedule.name == "reextraction_schedule" and schedule.cron_schedule == "15 1 * * 0"
-    keys = [r.partition_key for r in reextraction_requests("t", settings.datasets)]
-    assert keys and all(k.startswith("tiny|") for k in keys)
-    default = reextraction_schedule(ReextractionSettings.read({}))
-    assert default.cron_schedule == "0 3 * * *" and "fcvid" not in (default.description or "")
+    source = manifest_file(settings)
+    defs = dg.Definitions(assets=[source], resources={"store": StoreResource()})
+    instance = dg.DagsterInstance.ephemeral()
+    before = dg.evaluate_automation_conditions(defs, instance, evaluation_time=datetime(2026, 11, 29, 1, 0))
+    assert before.total_requested == 0  # Sunday 01:00: the tick has not passed
+    after = dg.evaluate_automation_conditions(defs, instance, cursor=before.cursor,
+                                              evaluation_time=datetime(2026, 11, 29, 1, 20))  # fmt: skip
+    assert after.get_requested_partitions(source.key) == {"tiny|train", "tiny|val", "tiny|test"}
+    default = manifest_file(ReextractionSettings.read({}))
+    assert "'0 3 * * *'" in (default.description or "") and "fcvid" not in (default.description or "")
+    assert "demo" in (default.description or "")
 
 
 @pytest.mark.parametrize(

@@ -566,3 +566,28 @@ def test_youtube_fails_fast_and_clearly_offline(tmp_path: Path, monkeypatch: pyt
     assert excinfo.value.video_id == "youtube:dQw4w9WgXcQ"
     assert _store_objects(tmp_path / "raw") == []
     assert source_key("youtube:dQw4w9WgXcQ") == source_key("yt:dQw4w9WgXcQ") == "yt:dQw4w9WgXcQ"
+
+
+def test_split_versions_change_with_rows_and_local_files_only(tmp_path: Path) -> None:
+    """The observed version of a split: same rows and files in any order → same version; a row or a local
+    file replaced in place (the raw index re-fetches it) → a new version for that split only."""
+    import pandas as pd
+
+    from instrec_pipeline.media.partition import split_versions
+
+    (tmp_path / "a.mp4").write_bytes(b"a" * 10)
+    (tmp_path / "b.mp4").write_bytes(b"b" * 10)
+    table = pd.DataFrame({"video_id": ["a", "b", "y"], "source": ["a.mp4", "b.mp4", "yt:dQw4w9WgXcQ"],
+                          "label": ["flute", "guitar", "flute"],
+                          "split": ["train", "val", "train"]})  # fmt: skip
+    first = split_versions(table, tmp_path)
+    assert set(first) == {"train", "val"}
+    assert split_versions(table.iloc[::-1], tmp_path) == first
+    relabelled = table.assign(label=["guitar", "guitar", "flute"])
+    other = split_versions(relabelled, tmp_path)
+    assert other["val"] == first["val"] and other["train"] != first["train"]
+    os.utime(tmp_path / "b.mp4", ns=(1, 1))  # same size, new mtime: replaced in place
+    touched = split_versions(table, tmp_path)
+    assert touched["val"] != first["val"] and touched["train"] == first["train"]
+    (tmp_path / "b.mp4").unlink()
+    assert split_versions(table, tmp_path)["val"] not in (first["val"], touched["val"])

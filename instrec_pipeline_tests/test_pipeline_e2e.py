@@ -146,38 +146,6 @@ def test_unchanged_rerun_does_next_to_no_work(materialised: tuple[Layout, Dagste
     )  # fmt: skip - unchanged data, unchanged version
 
 
-def test_sensor_requests_runs_for_changed_manifest_splits(materialised: tuple[Layout, DagsterInstance],
-                                                          tiny_dataset: Path) -> None:  # fmt: skip
-    from dagster import SkipReason, build_sensor_context
-
-    from instrec_pipeline.defs.automation.sensors import manifest_change_sensor
-    from instrec_pipeline.defs.resources import StoreResource
-
-    layout, instance = materialised
-    store = StoreResource(root=str(layout.root))
-    ctx = build_sensor_context(instance=instance, resources={"store": store})
-    first = manifest_change_sensor(ctx)
-    assert {r.partition_key for r in first if r.partition_key.startswith("tiny|")} == {
-        "tiny|train", "tiny|val", "tiny|test"
-    }  # fmt: skip
-    unchanged = manifest_change_sensor(
-        build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"store": store})
-    )
-    assert isinstance(unchanged, SkipReason)
-    original = tiny_dataset.read_text()
-    try:
-        table = pd.read_csv(tiny_dataset)
-        table.loc[table["split"] == "val", "label"] = (
-            table.loc[table["split"] == "val", "label"].iloc[::-1].values
-        )
-        table.to_csv(tiny_dataset, index=False)
-        changed = manifest_change_sensor(build_sensor_context(instance=instance, cursor=ctx.cursor,
-                                                              resources={"store": store}))  # fmt: skip
-        assert {r.partition_key for r in changed if r.partition_key.startswith("tiny|")} == {"tiny|val"}
-    finally:
-        tiny_dataset.write_text(original)
-
-
 def test_finetuning_inception_feeds_the_video_model(
     materialised: tuple[Layout, DagsterInstance], tiny_dataset: Path, tmp_path: Path
 ) -> None:

@@ -22,8 +22,9 @@ STAGES = ("datasets", "media", "features", "models", "training", "evaluation", "
 DG = Path(sys.executable).parent / "dg"
 
 ASSETS = {
-    "manifest", "raw_videos", "demux", "log_mel", "frame_embeddings", "audio_model_han", "audio_model_choi",
-    "audio_model_choi_icmr", "audio_model_xception", "video_model", "fusion_model", "evaluation_report",
+    "manifest_file", "manifest", "raw_videos", "demux", "log_mel", "frame_embeddings", "audio_model_han",
+    "audio_model_choi", "audio_model_choi_icmr", "audio_model_xception", "video_model", "fusion_model",
+    "evaluation_report",
 }  # fmt: skip
 CHECKS = {
     "train_split_covers_every_class", "videos_accounted_for", "modalities_hold_the_same_videos",
@@ -88,8 +89,9 @@ def test_the_code_location_keeps_its_names_kinds_and_descriptions() -> None:
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     assert {k.name for k in graph.asset_check_keys} == CHECKS
     assert {j.name for j in loaded.jobs or []} == {"extraction_job"}
-    assert {s.name for s in loaded.schedules or []} == {"reextraction_schedule"}
-    assert {s.name for s in loaded.sensors or []} == {"manifest_change_sensor", "dead_run_sensor"}
+    assert not loaded.schedules  # declarative automation (defs/automation/declarative.py)
+    sensors = {s.name for s in loaded.sensors or []}
+    assert sensors == {"extraction_automation", "model_automation", "dead_run_sensor"}
     assert set(loaded.resources or {}) == {"store", "compute", "media", "extraction"}
     assert loaded.executor is not None and loaded.executor.name == "in_process"
     for node in graph.asset_nodes:

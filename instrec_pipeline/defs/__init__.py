@@ -1,7 +1,8 @@
 """Everything that touches Dagster: assets, checks, jobs, automation, resources, partitions, the executor.
 
 ``instrec_pipeline.definitions`` loads this folder with ``load_from_defs_folder``: module-level assets,
-checks, jobs, schedules and sensors are found as they are; resources and the executor come from the
-``@definitions`` functions in ``resources.py`` and ``executors.py``. The stage packages (datasets, media,
-features, models, training, evaluation, store) stay Dagster-free and never import from here.
+checks, jobs and sensors are found as they are; what depends on settings read at load (resources, the
+executor, the automation's source asset and sensors) comes from ``@definitions`` functions. The stage
+packages (datasets, media, features, models, training, evaluation, store) stay Dagster-free and never
+import from here.
 """

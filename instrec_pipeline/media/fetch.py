@@ -221,6 +221,22 @@ def _classify(source: str, media_root: Path | None) -> tuple[str, str]:
     return "local", os.path.abspath(path)
 
 
+def source_stamp(source: str, media_root: Path | None) -> str:
+    """What says a source changed without reading it: a local file's size and mtime, as the raw index keeps
+    them (a file replaced in place is fetched again); ``""`` for URLs and YouTube ids, fetched once."""
+    try:
+        kind, value = _classify(source, media_root)
+    except MediaError as exc:
+        return f"invalid: {exc.reason}"
+    if kind != "local":
+        return ""
+    try:
+        st = os.stat(value)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _safe_ext(ext: str | None) -> str:
     ext = (ext or "").lower().lstrip(".")
     return ext if _EXT.match(ext) else "bin"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from instrec_pipeline.media.errors import MediaError
-from instrec_pipeline.media.fetch import FetchPolicy, failure_category, fetch
+from instrec_pipeline.media.fetch import FetchPolicy, failure_category, fetch, source_stamp
 from instrec_pipeline.parallel import map_unordered
 from instrec_pipeline.progress import Progress
 
@@ -70,3 +71,14 @@ def fetch_partition(
     out["error"] = [results[v][1] for v in out["video_id"]]
     out["failure"] = [failure_category(e) if e else "" for e in out["error"]]
     return out, summary
+
+
+def split_versions(table: pd.DataFrame, media_root: Path | None) -> dict[str, str]:
+    """Per split, a version of what its extraction would read: its rows (id, source, label, …) and each
+    local source file's size and mtime. Same rows, same files: same version, whatever the rows' order."""
+    stamps = table.assign(stamp=[source_stamp(str(s), media_root) for s in table["source"]])
+    versions = {}
+    for split, rows in stamps.groupby("split", sort=True):
+        text = rows.sort_values("video_id").to_csv(index=False)
+        versions[str(split)] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return versions

@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.defs.assets.common import GPU_STAGE, partition, progress, rate_metadata, writing
+from instrec_pipeline.defs.automation.declarative import ON_NEW_MANIFEST
 from instrec_pipeline.defs.partitions import dataset_split_partitions
 from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, StoreResource
 from instrec_pipeline.features.logmel import MEL_INPUTS
@@ -19,6 +20,7 @@ GROUP = "features"
     group_name=GROUP,
     deps=["demux"],
     code_version="1",
+    automation_condition=ON_NEW_MANIFEST,
     kinds={"pytorch", "zarr"},
     **GPU_STAGE,
 )
@@ -51,6 +53,7 @@ def log_mel(
     group_name=GROUP,
     deps=["demux"],
     code_version="1",
+    automation_condition=ON_NEW_MANIFEST,
     kinds={"pytorch", "zarr"},
     **GPU_STAGE,
 )

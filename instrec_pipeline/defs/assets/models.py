@@ -19,6 +19,7 @@ from dagster import (
 from instrec_pipeline.datasets.manifest import SPLITS
 from instrec_pipeline.datasets.registry import datasets
 from instrec_pipeline.defs.assets.common import GPU_STAGE
+from instrec_pipeline.defs.automation.declarative import ON_NEW_FEATURES
 from instrec_pipeline.defs.partitions import all_splits_of_dataset, dataset_partitions
 from instrec_pipeline.defs.resources import ComputeResource, StoreResource
 from instrec_pipeline.features import quality
@@ -136,6 +137,7 @@ def audio_model_asset(name: str) -> AssetsDefinition:
         deps=FEATURE_DEPS,
         code_version="1",
         kinds={"pytorch"},
+        automation_condition=ON_NEW_FEATURES,
         **GPU_STAGE,
         description=f"{AUDIO_TITLES[name]} on log-mel {STRATEGY_TITLES[STRATEGIES[name][0]]}, Adam, "
         "early stopping on the val split.",
@@ -159,6 +161,7 @@ audio_models = [audio_model_asset(name) for name in AUDIO_MODELS]
     deps=FEATURE_DEPS,
     code_version="3",  # 2: the embedding standardiser floors its std; 3: lr chosen on val
     kinds={"pytorch"},
+    automation_condition=ON_NEW_FEATURES,
     **GPU_STAGE,
 )
 def video_model(
@@ -178,6 +181,7 @@ def video_model(
     deps=[*audio_models, video_model],
     code_version="2",  # 2: out-of-fold inputs, in-sample variant kept
     kinds={"pytorch"},
+    automation_condition=ON_NEW_FEATURES,
     **GPU_STAGE,
 )
 def fusion_model(

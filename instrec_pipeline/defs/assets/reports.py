@@ -5,6 +5,7 @@ import math
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
 from instrec_pipeline.datasets.registry import datasets
+from instrec_pipeline.defs.automation.declarative import ON_NEW_FEATURES
 from instrec_pipeline.defs.partitions import dataset_partitions
 from instrec_pipeline.defs.resources import ComputeResource, StoreResource
 from instrec_pipeline.evaluation.evaluate import evaluate_dataset
@@ -23,6 +24,7 @@ def _cell(value: object) -> str | int | float | bool | None:
     partitions_def=dataset_partitions,
     group_name="reports",
     kinds={"scikitlearn", "matplotlib"},
+    automation_condition=ON_NEW_FEATURES,
     deps=["fusion_model", *(f"audio_model_{name}" for name in AUDIO_MODELS)],
     code_version="4",  # 2: multi-label; 3: intervals, floors, flags, provenance; 4: OOF fusion, seeds
 )
