@@ -94,7 +94,10 @@ SLOW_MODULES = {
     "test_celery", "test_web_ui", "test_pipeline_e2e", "test_concurrency", "test_run_slots",
     "test_multilabel", "test_automation",
 }  # fmt: skip
-SLOW_TESTS = {"test_sigkill_mid_partition_then_resume", "test_the_same_extraction_runs_on_a_dask_cluster"}
+SLOW_TESTS = {
+    "test_sigkill_mid_partition_then_resume", "test_the_same_extraction_runs_on_a_dask_cluster",
+    "test_every_readme_command_runs_as_written",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
