@@ -119,13 +119,44 @@ def test_the_manifests_are_observed_on_the_cron_of_the_settings_for_the_named_da
 
 @pytest.mark.parametrize(
     ("cls", "field", "value"),
-    [(MediaResource, "retries", -1), (ComputeResource, "batch_size", 0), (ComputeResource, "workers", 0),
+    [(MediaResource, "retries", -1), (ComputeResource, "batch_size", 0), (ComputeResource, "workers", -1),
      (MediaResource, "timeout_s", 0), (ExtractionResource, "fps", 0), (ExtractionResource, "crop", -1),
      (MediaResource, "max_bytes", 0)],
 )  # fmt: skip
 def test_resource_fields_are_bounded(cls: type, field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         cls(**{field: value})
+
+
+def test_compute_settings_reach_the_workers_and_the_trainers() -> None:
+    """``workers: 0`` is one ffmpeg per usable core; ``compute.precision`` reaches every model's training
+    config, while ``auto`` keeps what the dataset's ``training:`` says."""
+    from dataclasses import replace
+
+    from instrec_pipeline.defs.assets.models import TrainConfig, _configured
+    from instrec_pipeline.parallel import demux_plan, usable_cores
+    from instrec_pipeline.training.audio import AudioTrainConfig
+    from instrec_pipeline.training.fusion import FusionTrainConfig
+
+    assert ComputeResource().pool_size == demux_plan().workers == usable_cores()
+    assert ComputeResource(workers=3).pool_size == 3
+    for base, kind in ((AudioTrainConfig(), "audio"), (FusionTrainConfig(), "fusion")):
+        assert _configured(base, "tiny", kind, TrainConfig(), "bf16").precision == "bf16"
+        assert _configured(base, "tiny", kind, TrainConfig(), "fp32").precision == "fp32"
+        assert _configured(replace(base, precision="fp32"), "tiny", kind, TrainConfig()).precision == "fp32"
+
+
+def test_the_frames_decoder_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from instrec_pipeline.media import torchcodec_frames
+
+    assert ExtractionResource().demux_params((12000,), device="cuda").frames_decoder == "ffmpeg"
+    monkeypatch.setattr(torchcodec_frames, "available", lambda: True)
+    chosen = ExtractionResource(decoder="torchcodec")
+    assert chosen.demux_params((12000,), device="cuda").frames_decoder == "torchcodec/cuda"
+    assert chosen.demux_params((12000,)).frames_decoder == "torchcodec/cpu"
+    monkeypatch.setattr(torchcodec_frames, "available", lambda: False)
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[torchcodec\]'"):
+        chosen.demux_params((12000,))
 
 
 def test_atomic_write_never_leaves_a_partial_file(tmp_path: Path) -> None:

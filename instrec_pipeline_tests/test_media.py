@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,7 +24,15 @@ import numpy as np
 import pytest
 
 import instrec_pipeline.media.fetch as fetch_mod
-from instrec_pipeline.media.demux import DemuxParams, demux, expected_frame_count, frame_instants, iter_frames
+from instrec_pipeline.media import torchcodec_frames
+from instrec_pipeline.media.demux import (
+    Demuxed,
+    DemuxParams,
+    demux,
+    expected_frame_count,
+    frame_instants,
+    iter_frames,
+)
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.fetch import FetchPolicy, fetch, source_key
 from instrec_pipeline.media.probe import probe
@@ -591,3 +600,89 @@ def test_split_versions_change_with_rows_and_local_files_only(tmp_path: Path) ->
     assert touched["val"] != first["val"] and touched["train"] == first["train"]
     (tmp_path / "b.mp4").unlink()
     assert split_versions(table, tmp_path)["val"] not in (first["val"], touched["val"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# The optional torchcodec frames decoder: the same frames as ffmpeg's (another scaler: a few levels apart)
+# --------------------------------------------------------------------------------------------------------
+
+needs_torchcodec = pytest.mark.skipif(not torchcodec_frames.available(), reason="torchcodec not installed")
+
+
+def _both(path: Path, params: DemuxParams) -> tuple[Demuxed, Demuxed]:
+    return demux(path, params), demux(path, replace(params, decoder="torchcodec"))
+
+
+def _mean_gap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("geometry", ["squash", "shorter_side"])
+@pytest.mark.parametrize("case", list(TIMING_CASES))
+def test_torchcodec_shows_the_frames_ffmpeg_shows(timing_dir: Path, case: str, geometry: str) -> None:
+    """Same instants, same picks (constant and variable frame rates, a gap), values a few levels apart."""
+    ff, tc = _both(timing_dir / TIMING_CASES[case][0], DemuxParams(resize=48, crop=48, sample_rates=(),
+                                                                   geometry=geometry))  # fmt: skip
+    assert tc.frames.shape == ff.frames.shape and tc.frames.dtype == np.uint8
+    assert read_labels(tc.frames) == read_labels(ff.frames)
+    assert _mean_gap(tc.frames, ff.frames) < 3
+
+
+@needs_torchcodec
+def test_torchcodec_ends_as_ffmpeg_does(tmp_path: Path) -> None:
+    """Past the video stream's end the last frame repeats; the audio is ffmpeg's, sample for sample."""
+    ffmpeg("-f", "lavfi", "-i", f"nullsrc=s=64x48:r=10:d=2,{LABEL}", "-f", "lavfi", "-i", "sine=d=4",
+           "-c:v", "libx264", "-c:a", "flac", tmp_path / "a.mkv")  # fmt: skip
+    ff, tc = _both(tmp_path / "a.mkv", DemuxParams(resize=48, crop=48, sample_rates=(8000, 12000)))
+    assert read_labels(tc.frames) == [5, 15, 19, 19]
+    for rate in (8000, 12000):
+        np.testing.assert_array_equal(tc.audio[rate], ff.audio[rate])
+    ffmpeg("-f", "lavfi", "-i", f"nullsrc=s=64x48:r=25:d=0.3,{LABEL}", "-c:v", "libx264", tmp_path / "s.mp4")
+    assert read_labels(_both(tmp_path / "s.mp4", DemuxParams(resize=48, crop=48))[1].frames) == [7]
+
+
+@needs_torchcodec
+@pytest.mark.parametrize(("size", "sar"), [("320x180", "1"), ("180x180", "16/9")], ids=["16:9", "anamorphic"])
+def test_torchcodec_geometry_follows_the_displayed_picture(tmp_path: Path, size: str, sar: str) -> None:
+    w = int(size.split("x")[0])
+    src = (f"testsrc2=s={size}:r=10:d=2.3,drawbox=x=0:y=0:w={w // 8}:h=ih:color=red:t=fill,"
+           f"drawbox=x={w - w // 8}:y=0:w={w // 8}:h=ih:color=blue:t=fill,setsar={sar}")  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", src, "-c:v", "ffv1", "-pix_fmt", "yuv444p", tmp_path / "e.mkv")
+    for geometry in ("squash", "shorter_side"):
+        ff, tc = _both(tmp_path / "e.mkv", DemuxParams(sample_rates=(), geometry=geometry))
+        assert tc.frames.shape == ff.frames.shape == (2, 224, 224, 3)
+        assert _mean_gap(tc.frames, ff.frames) < 4, geometry
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_torchcodec_leaves_rotated_streams_to_ffmpeg(tmp_path: Path, rotation: int) -> None:
+    _half_white(tmp_path / "r.mp4", rotation)
+    ff, tc = _both(tmp_path / "r.mp4", DemuxParams(resize=32, crop=32, geometry="shorter_side"))
+    np.testing.assert_array_equal(tc.frames, ff.frames)  # upright, decoded by ffmpeg
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("kind", ["empty", "random", "text", "truncated_plain", "truncated_faststart"])
+def test_torchcodec_broken_inputs_raise_media_error(mp4s: Path, tmp_path: Path, kind: str) -> None:
+    with pytest.raises(MediaError):
+        demux(_broken(kind, mp4s, tmp_path), DemuxParams(decoder="torchcodec"))
+
+
+def test_the_frames_decoder_is_recorded_with_the_frames(tmp_path: Path) -> None:
+    """ffmpeg's stores keep their digest; torchcodec's frames (per device) are other parameters."""
+    import zarr
+
+    from instrec_pipeline.store import FrameCodec, Frames
+
+    labels = {d: DemuxParams(decoder=d, decode_device="cuda:1").frames_decoder
+              for d in ("ffmpeg", "torchcodec")}  # fmt: skip
+    assert labels == {"ffmpeg": "ffmpeg", "torchcodec": "torchcodec/cuda"}
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    digests = [Frames.open(group, 1.0, 256, 224, FrameCodec(), decoder=d).array.params_digest
+               for d in ("ffmpeg", "torchcodec/cpu", "torchcodec/cuda")]  # fmt: skip
+    assert len(set(digests)) == 3
+    assert "decoder" not in Frames.open(group, 1.0, 256, 224, FrameCodec()).array.params
+    with pytest.raises(ValueError, match="decoder"):
+        DemuxParams(decoder="nvdec")  # type: ignore[arg-type]

@@ -13,7 +13,9 @@ import dagster as dg
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from instrec_pipeline.media import torchcodec_frames
 from instrec_pipeline.media.demux import DemuxParams, Geometry
+from instrec_pipeline.parallel import demux_plan
 from instrec_pipeline.store import FrameCodec
 from instrec_pipeline.store.layout import Layout, default_root
 
@@ -37,16 +39,30 @@ class ComputeResource(ConfigurableResource):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 …")
     batch_size: int = Field(default=64, gt=0, le=4096, description="Frames per Inception batch")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="Inception's arithmetic: auto = bf16 on CUDA and on CPUs with bf16 units"
+        default="auto",
+        description="Arithmetic of embedding and training: auto = bf16 on CUDA and on CPUs with bf16 units "
+        "(a dataset's training.precision is kept under auto)",
+    )
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        default="torch",
+        description="Inception's runtime on CPU: openvino (pip install -e '.[openvino]'), or auto = "
+        "openvino when installed",
     )
     workers: int = Field(
-        default=2, ge=1, le=256, description="Parallel per-video workers (ffmpeg processes, fetches)"
-    )
+        default=0, ge=0, le=256,
+        description="Parallel per-video workers (ffmpeg processes, fetches); 0 = one per usable core",
+    )  # fmt: skip
     dask_scheduler: str = Field(
         default="",
         description="tcp://host:port of a Dask distributed scheduler: per-video work runs on its workers "
         "(the store root must then be on a filesystem they share); empty = local threads",
     )
+
+
+    @property
+    def pool_size(self) -> int:
+        """``workers``, or one per usable core: single-threaded ffmpeg processes scale best (demux_plan)."""
+        return self.workers or demux_plan().workers
 
 
 class MediaResource(ConfigurableResource):
@@ -95,12 +111,22 @@ class ExtractionResource(ConfigurableResource):
         default="jpeg", description="How frames are kept: jpeg (~15 KB each) or raw RGB (150 KB at 224²)"
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality of kept frames")
+    decoder: Literal["ffmpeg", "torchcodec"] = Field(
+        default="ffmpeg",
+        description="Frames decoder: ffmpeg, or torchcodec (pip install -e '.[torchcodec]'; NVDEC on the "
+        "compute device when it is CUDA and torchcodec is its CUDA build). A change re-extracts the frames",
+    )
     seed: int = Field(default=0, description="Seed of Inception's random initialisation (weights: random)")
 
     def frame_codec(self) -> FrameCodec:
         return FrameCodec(self.frames, self.jpeg_quality)
 
-    def demux_params(self, sample_rates: tuple[int, ...], max_duration_s: float = 7200.0) -> DemuxParams:
+    def demux_params(
+        self, sample_rates: tuple[int, ...], max_duration_s: float = 7200.0, device: str = "cpu"
+    ) -> DemuxParams:
+        """``device``: where torchcodec decodes (the compute device); ffmpeg always runs on the CPU."""
+        if self.decoder == "torchcodec":
+            torchcodec_frames.require()
         return DemuxParams(
             fps=self.fps,
             resize=self.resize,
@@ -108,6 +134,8 @@ class ExtractionResource(ConfigurableResource):
             sample_rates=sample_rates,
             max_duration_s=max_duration_s,
             geometry=self.geometry,
+            decoder=self.decoder,
+            decode_device=device if self.decoder == "torchcodec" else "cpu",
         )
 
 

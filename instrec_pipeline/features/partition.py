@@ -66,7 +66,8 @@ def demux_partition(
     local = getattr(pool, "_max_workers", None)  # a local pool (a Dask cluster's workers are elsewhere)
     if not params.threads and local:
         params = replace(params, threads=demux_plan(workers=local).threads)  # no core left oversubscribed
-    frames = Frames.open(group, params.fps, params.resize, params.crop, codec, geometry=params.geometry)
+    frames = Frames.open(group, params.fps, params.resize, params.crop, codec, geometry=params.geometry,
+                         decoder=params.frames_decoder)  # fmt: skip
     audio = {sr: open_audio(group, sr) for sr in params.sample_rates}
     summary = StageSummary()
     todo = []

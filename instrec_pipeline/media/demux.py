@@ -31,7 +31,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Literal, get_args
@@ -97,6 +97,11 @@ class DemuxParams:
     When several videos are demuxed at once, one thread each decodes more per core than many
     (:func:`instrec_pipeline.parallel.demux_plan`, measured by ``make bench``). Like ``max_duration_s``
     it changes the speed, not the frames.
+
+    ``decoder``: ``ffmpeg`` (default) or ``torchcodec`` for the frames
+    (:mod:`~instrec_pipeline.media.torchcodec_frames`, NVDEC when ``decode_device`` is ``cuda``); the
+    audio is always ffmpeg's. torchcodec's frames differ from ffmpeg's by a few levels (another scaler), so
+    the decoder is recorded with the frames.
     """
 
     fps: float = 1.0
@@ -106,6 +111,8 @@ class DemuxParams:
     max_duration_s: float = 7200.0
     geometry: Geometry = field(default="squash", kw_only=True)
     threads: int = field(default=0, kw_only=True)
+    decoder: Literal["ffmpeg", "torchcodec"] = field(default="ffmpeg", kw_only=True)
+    decode_device: str = field(default="cpu", kw_only=True)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -120,6 +127,16 @@ class DemuxParams:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: ffmpeg's default), got {self.threads}")
+        if self.decoder not in ("ffmpeg", "torchcodec"):
+            raise ValueError(f"decoder must be ffmpeg or torchcodec, got {self.decoder!r}")
+
+    @property
+    def frames_decoder(self) -> str:
+        """What decoded the frames, as recorded with them: ``ffmpeg``, ``torchcodec/cpu``, ``torchcodec/cuda``
+        (NVDEC's colour conversion is not the CPU's, so the device counts too)."""
+        if self.decoder == "ffmpeg":
+            return "ffmpeg"
+        return f"torchcodec/{self.decode_device.split(':')[0]}"
 
 
 @dataclass
@@ -300,12 +317,15 @@ class _Job:
     """One ffmpeg run over one file; ``batches()`` streams frames, and once it is exhausted ``audio`` is
     filled in."""
 
-    def __init__(self, path: Path, params: DemuxParams, *, with_audio: bool) -> None:
+    def __init__(
+        self, path: Path, params: DemuxParams, *, with_audio: bool, with_frames: bool = True
+    ) -> None:
         self.path = Path(path)
         self.params = params
         self.probed: _Probed = _probe(self.path, params.max_duration_s)
         info = self.probed.info
-        self.expected = expected_frame_count(info.duration, params.fps) if info.has_video else 0
+        shown = info.has_video and with_frames
+        self.expected = expected_frame_count(info.duration, params.fps) if shown else 0
         self.rates = sorted(set(int(r) for r in params.sample_rates)) if with_audio and info.has_audio else []
         self.audio: dict[int, np.ndarray] = {}
         self.audio_files: dict[int, Path] = {}
@@ -351,6 +371,9 @@ class _Job:
         if batch < 1:
             raise ValueError("batch must be >= 1")
         if not self.expected and not self.rates:
+            return
+        if self.expected and self.params.decoder == "torchcodec":
+            yield from self._torchcodec_batches(batch, audio_dir)
             return
         c = self.params.crop
         with tempfile.TemporaryDirectory(prefix="instrec-demux-") as tmpdir:
@@ -403,6 +426,36 @@ class _Job:
                 for pipe in (proc.stdout, proc.stderr):
                     if pipe is not None:
                         pipe.close()
+
+    def _torchcodec_batches(self, batch: int, audio_dir: Path | None) -> Iterator[np.ndarray]:
+        """Frames from torchcodec, then the audio from an audio-only ffmpeg pass; a video torchcodec cannot
+        show as a player does is decoded by ffmpeg instead (the default path, whole)."""
+        from instrec_pipeline.media import torchcodec_frames as tc
+
+        info, p = self.probed.info, self.params
+        frames = tc.decode_frames(
+            self.path, self.probed.video_index, frame_instants(info.duration, p.fps), resize=p.resize,
+            crop=p.crop, geometry=p.geometry, sar=self.probed.sar, device=p.decode_device, batch=batch,
+        )  # fmt: skip
+        try:
+            first = next(frames)
+        except tc.Unsupported as why:
+            log.debug("%s: decoded by ffmpeg (%s)", self.path.name, why)
+            yield from _Job(self.path, replace(p, decoder="ffmpeg"), with_audio=bool(self.rates)).batches(
+                batch, audio_dir
+            )  # fmt: skip
+            return
+        except Exception as exc:  # noqa: BLE001 - a decoding failure is the video's, reported as such
+            raise self._error(f"torchcodec could not decode it: {exc}") from exc
+        yield first
+        try:
+            yield from frames
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(f"torchcodec could not decode it: {exc}") from exc
+        audio = _Job(self.path, p, with_audio=bool(self.rates), with_frames=False)
+        for _ in audio.batches(batch, audio_dir):
+            pass
+        self.audio, self.audio_files = audio.audio, audio.audio_files
 
     def _check(self, returncode: int, stopped_early: bool, emitted: int, stderr: list[str]) -> None:
         if stopped_early:

@@ -98,6 +98,7 @@ class _Probed:
     info: MediaInfo
     video_index: int | None  # absolute stream index, so ffmpeg picks the same stream we described
     audio_index: int | None
+    sar: float = 1.0  # the sample (pixel) aspect ratio as ffmpeg reads it: the stream's, else the codec's
 
 
 def ffmpeg_path(path: Path) -> str:
@@ -245,7 +246,9 @@ def _probe(path: Path, max_duration_s: float | None = None) -> _Probed:
             video_codec=video.codec_context.name if video else None,
             audio_codec=audio.codec_context.name if audio else None,
         )
-        return _Probed(info, video.index if video else None, audio.index if audio else None)
+        sar = (video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio) if video else None
+        return _Probed(info, video.index if video else None, audio.index if audio else None,
+                       float(sar) if sar else 1.0)  # fmt: skip
 
 
 def probe(path: Path, max_duration_s: float | None = None) -> MediaInfo:

@@ -96,17 +96,20 @@ class Frames:
         codec: FrameCodec,
         *,
         geometry: str = "squash",
+        decoder: str = "ffmpeg",
     ) -> Frames:
         """The partition's frames modality for these parameters (emptied first if they differ).
 
         ``geometry`` (``squash`` | ``shorter_side``, see :class:`~instrec_pipeline.media.demux.DemuxParams`)
         is recorded with the rest: a change of it changes the parameters' digest, so the frames (and the
         embeddings made from them) are re-extracted, and reports show which geometry made them. Stores
-        written before it was recorded hold ``shorter_side`` frames and no ``geometry`` key.
+        written before it was recorded hold ``shorter_side`` frames and no ``geometry`` key. ``decoder``
+        (``DemuxParams.frames_decoder``) is recorded when it is not ffmpeg, so ffmpeg's stores keep their
+        digest.
         """
         params = {
             "fps": fps, "resize": resize, "crop": crop, "geometry": geometry, "layout": "HWC RGB uint8",
-            **codec.as_dict(),
+            **codec.as_dict(), **({"decoder": decoder} if decoder != "ffmpeg" else {}),
         }  # fmt: skip
         if codec.kind == "raw":
             array = RaggedArray.open(group, FRAMES, (crop, crop, 3), "uint8", params)

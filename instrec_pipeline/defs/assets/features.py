@@ -71,7 +71,7 @@ def frame_embeddings(
         if weights == "auto":
             weights = datasets()[dataset].inception_weights
         embedder = FrameEmbedder(
-            weights, compute.device, compute.batch_size, extraction.seed, compute.precision
+            weights, compute.device, compute.batch_size, extraction.seed, compute.precision, compute.runtime
         )
         if embedder.weights.kind == "random":
             context.log.warning("Inception v3 runs with RANDOM weights: ImageNet weights could not be loaded")
@@ -87,6 +87,7 @@ def frame_embeddings(
                 "frames": target.n_rows,
                 "device": str(embedder.device),
                 "precision": embedder.precision,
+                "runtime": embedder.runtime,
                 "weights": embedder.weights.kind,
                 "weights_source": embedder.weights.source,
                 "params": MetadataValue.json(target.params),

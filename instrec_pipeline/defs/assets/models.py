@@ -54,12 +54,16 @@ class TrainConfig(Config):
     finetune_inception: bool = False
 
 
-def _configured(base: Any, dataset: str, kind: str, config: TrainConfig) -> Any:
+def _configured(base: Any, dataset: str, kind: str, config: TrainConfig, precision: str = "auto") -> Any:
+    """The paper's defaults, then the dataset's ``training`` settings, then what the launchpad set: its
+    overrides and ``compute.precision`` (under ``auto`` the dataset's precision, default auto, holds)."""
     spec = datasets()[dataset]
     cfg = replace(base, **spec.training.get(kind, {}), multilabel=spec.multilabel)
     overrides = {"max_epochs": config.max_epochs or None, "patience": config.patience or None,
                  "lr": config.lr or None, "balanced": config.balanced, "seed": config.seed}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if precision != "auto":
+        cfg = replace(cfg, precision=precision)
     given = spec.training.get(kind, {})
     if hasattr(cfg, "lr_search") and (config.lr or "lr" in given) and "lr_search" not in given:
         cfg = replace(cfg, lr_search=())  # a rate that was asked for is used, not searched around
@@ -87,6 +91,7 @@ def _training_metadata(meta: dict) -> dict[str, object]:
         "epochs_run": meta["epochs_run"],
         "best_epoch": meta["best_epoch"],
         "train_seconds": round(meta["seconds"], 1),
+        "precision": meta.get("precision", "fp32"),
         "train_videos": meta["n_train_videos"],
         f"best_{metric}": max(hist[metric]),
         "config": MetadataValue.json(meta["config"]),
@@ -106,7 +111,7 @@ def _train(
     """What every model asset does: settings for its dataset, train and save, report the training."""
     dataset = context.partition_key
     _verify_splits(store.layout, dataset)
-    cfg = _configured(base, dataset, kind, config)
+    cfg = _configured(base, dataset, kind, config, compute.precision)
     spec = datasets()[dataset]
     classes, device = list(spec.classes), resolve_device(compute.device)
     meta = train(store.layout, dataset, classes, cfg, device)

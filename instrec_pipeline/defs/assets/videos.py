@@ -17,6 +17,7 @@ from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource,
 from instrec_pipeline.features.footprint import footprint
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import demux_partition
+from instrec_pipeline.features.visual import resolve_device
 from instrec_pipeline.media.fetch import FetchPolicy
 from instrec_pipeline.media.partition import fetch_partition
 from instrec_pipeline.parallel import executor
@@ -119,7 +120,7 @@ def raw_videos(
         )  # fmt: skip
         p = progress(context, "raw_videos")
         p.total = len(table)
-        with executor(compute.workers, compute.dask_scheduler) as pool:
+        with executor(compute.pool_size, compute.dask_scheduler) as pool:
             out, summary = fetch_partition(
                 table, layout.raw, media_root, pool, retries=media.retries, timeout=media.timeout_s,
                 cookies=media.cookies, policy=policy, progress=p,
@@ -164,10 +165,11 @@ def demux(
     with writing(context, store):
         layout = store.layout
         raw = read_csv(layout.table(dataset, split, "raw_videos"))
-        params = extraction.demux_params(SAMPLE_RATES, media.max_duration_s)
+        device = str(resolve_device(compute.device))  # torchcodec's (NVDEC on CUDA); ffmpeg runs on the CPU
+        params = extraction.demux_params(SAMPLE_RATES, media.max_duration_s, device)
         group = layout.features.group(dataset, split)
         p = progress(context, "demux")
-        with executor(compute.workers, compute.dask_scheduler) as pool:
+        with executor(compute.pool_size, compute.dask_scheduler) as pool:
             spool = layout.spool(dataset, split)
             summary = demux_partition(raw, group, params, pool, spool, extraction.frame_codec(), p)
         p.finish()
