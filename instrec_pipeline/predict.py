@@ -16,6 +16,7 @@ from instrec_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
 from instrec_pipeline.features.logmel import MEL_INPUTS, MelParams, log_mel
 from instrec_pipeline.features.partition import inception_weights_of
 from instrec_pipeline.features.visual import FrameEmbedder, resolve_device, resolve_runtime
+from instrec_pipeline.media import torchcodec_frames
 from instrec_pipeline.media.demux import DemuxParams, demux
 from instrec_pipeline.models import AUDIO_MODELS
 from instrec_pipeline.store import FRAMES, audio_modality_name
@@ -58,9 +59,14 @@ def _embedder_for(
     group = store.group(dataset, "train", "r")
     rates = sorted({m.sample_rate for m in MEL_INPUTS.values()})
     audio_rates = tuple(r for r in rates if audio_modality_name(r) in group)
+    # The stored decoder where it can run here (torchcodec: installed), else ffmpeg (a few pixel levels off).
+    decoder = "torchcodec" if str(frames.get("decoder", "ffmpeg")).startswith("torchcodec") else "ffmpeg"
+    if decoder == "torchcodec" and not torchcodec_frames.available():
+        decoder = "ffmpeg"
     params = DemuxParams(
         fps=frames["fps"], resize=frames["resize"], crop=frames["crop"], sample_rates=audio_rates,
         geometry=frames.get("geometry", "shorter_side"),  # stores written before the setting kept the ratio
+        decoder=decoder, decode_device=str(resolve_device(device)) if decoder == "torchcodec" else "cpu",
     )
     # The stored runtime where it can run here (OpenVINO: CPU, installed), else torch (within cosine 0.9999).
     runtime = str(stored.get("runtime", "torch"))
