@@ -66,6 +66,7 @@ def automation(url: str, home: Path, minutes: float) -> pd.DataFrame:
             "partition": run.tags.get("dagster/partition", ""),
             "assets": ",".join(sorted(k.to_user_string() for k in run.asset_selection or [])),
             "status": run.status.value, "seconds": round(end - start, 1),
+            "with_launch_s": round(end - record.create_timestamp.timestamp(), 1),  # + process start-up
             "videos_demuxed": _processed(instance, {run.run_id}),
         })  # fmt: skip
     return pd.DataFrame(rows).sort_values(["created", "partition"]) if rows else pd.DataFrame()
