@@ -29,6 +29,7 @@ from instrec_pipeline.media.demux import (
     Demuxed,
     DemuxParams,
     demux,
+    demux_to_spool,
     expected_frame_count,
     frame_instants,
     iter_frames,
@@ -661,6 +662,25 @@ def test_torchcodec_leaves_rotated_streams_to_ffmpeg(tmp_path: Path, rotation: i
     _half_white(tmp_path / "r.mp4", rotation)
     ff, tc = _both(tmp_path / "r.mp4", DemuxParams(resize=32, crop=32, geometry="shorter_side"))
     np.testing.assert_array_equal(tc.frames, ff.frames)  # upright, decoded by ffmpeg
+
+
+@needs_torchcodec
+def test_a_video_left_to_ffmpeg_keeps_its_audio(
+    mp4s: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback decodes the whole video, sound included (spooled too, as the pipeline stores it)."""
+
+    def unsupported(*_: object, **__: object) -> Iterator[np.ndarray]:
+        raise torchcodec_frames.Unsupported("as a rotated stream would be")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(torchcodec_frames, "decode_frames", unsupported)
+    params = DemuxParams(resize=48, crop=48, sample_rates=(12000,))
+    ff, tc = _both(mp4s / "plain.mp4", params)
+    np.testing.assert_array_equal(tc.frames, ff.frames)
+    np.testing.assert_array_equal(tc.audio[12000], ff.audio[12000])
+    spooled = demux_to_spool(mp4s / "plain.mp4", replace(params, decoder="torchcodec"), tmp_path)
+    assert set(spooled.audio_files) == {12000}
 
 
 @needs_torchcodec

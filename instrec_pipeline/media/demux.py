@@ -318,11 +318,18 @@ class _Job:
     filled in."""
 
     def __init__(
-        self, path: Path, params: DemuxParams, *, with_audio: bool, with_frames: bool = True
+        self,
+        path: Path,
+        params: DemuxParams,
+        *,
+        with_audio: bool,
+        with_frames: bool = True,
+        probed: _Probed | None = None,
     ) -> None:
+        """``probed``: the file's probe when another job of the same file already made it."""
         self.path = Path(path)
         self.params = params
-        self.probed: _Probed = _probe(self.path, params.max_duration_s)
+        self.probed: _Probed = probed or _probe(self.path, params.max_duration_s)
         info = self.probed.info
         shown = info.has_video and with_frames
         self.expected = expected_frame_count(info.duration, params.fps) if shown else 0
@@ -441,9 +448,10 @@ class _Job:
             first = next(frames)
         except tc.Unsupported as why:
             log.debug("%s: decoded by ffmpeg (%s)", self.path.name, why)
-            yield from _Job(self.path, replace(p, decoder="ffmpeg"), with_audio=bool(self.rates)).batches(
-                batch, audio_dir
-            )  # fmt: skip
+            fallback = _Job(self.path, replace(p, decoder="ffmpeg"), with_audio=bool(self.rates),
+                            probed=self.probed)  # fmt: skip
+            yield from fallback.batches(batch, audio_dir)
+            self.audio, self.audio_files = fallback.audio, fallback.audio_files
             return
         except Exception as exc:  # noqa: BLE001 - a decoding failure is the video's, reported as such
             raise self._error(f"torchcodec could not decode it: {exc}") from exc
@@ -452,7 +460,7 @@ class _Job:
             yield from frames
         except Exception as exc:  # noqa: BLE001
             raise self._error(f"torchcodec could not decode it: {exc}") from exc
-        audio = _Job(self.path, p, with_audio=bool(self.rates), with_frames=False)
+        audio = _Job(self.path, p, with_audio=bool(self.rates), with_frames=False, probed=self.probed)
         for _ in audio.batches(batch, audio_dir):
             pass
         self.audio, self.audio_files = audio.audio, audio.audio_files

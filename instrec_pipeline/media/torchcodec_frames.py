@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
-DECODERS = ("ffmpeg", "torchcodec")
+#: Frames decoded (and resized, in float32) at once: full-resolution pictures are large (a 1080p batch of
+#: 64 would take 1.6 GB as float), so memory stays bounded whatever the source's resolution.
+DECODE_CHUNK = 8
 
 
 class Unsupported(Exception):
@@ -73,7 +75,8 @@ def decode_frames(
     device: str = "cpu",
     batch: int = 64,
 ) -> Iterator[np.ndarray]:
-    """Batches of ``(≤ batch, crop, crop, 3)`` uint8 frames at ``instants`` (seconds after the first frame).
+    """Batches of at most ``batch`` and :data:`DECODE_CHUNK` ``(crop, crop, 3)`` uint8 frames, at
+    ``instants`` (seconds after the first frame).
 
     ``sar``: the pixel aspect ratio as the probe (PyAV, libavformat) read it: torchcodec reports none for
     some containers (Matroska's display size).
@@ -95,6 +98,7 @@ def decode_frames(
     # Past the video stream's end (audio runs on) the last frame stays on screen, as ffmpeg's tpad does.
     last = np.nextafter(end, begin)
     times = np.minimum(begin + instants, last)
-    for start in range(0, len(times), batch):
-        chunk = decoder.get_frames_played_at(seconds=times[start : start + batch].tolist())
+    step = max(1, min(batch, DECODE_CHUNK))
+    for start in range(0, len(times), step):
+        chunk = decoder.get_frames_played_at(seconds=times[start : start + step].tolist())
         yield shape_frames(chunk.data, size, crop).cpu().numpy()

@@ -7,8 +7,9 @@ from contextlib import AbstractContextManager
 
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
 
+from instrec_pipeline.defs.automation.declarative import ON_NEW_MANIFEST
 from instrec_pipeline.defs.executors import GPU_STEP_TAGS
-from instrec_pipeline.defs.partitions import split_key
+from instrec_pipeline.defs.partitions import dataset_split_partitions, split_key
 from instrec_pipeline.defs.resources import StoreResource
 from instrec_pipeline.progress import Progress
 
@@ -16,6 +17,10 @@ MAX_TABLE_ROWS = 200
 #: What makes an asset a GPU stage: the ``gpu`` pool (one at a time per instance's limit) and, under the
 #: Celery executor, the ``gpu`` queue that only GPU workers serve.
 GPU_STAGE: dict[str, object] = {"pool": "gpu", "op_tags": GPU_STEP_TAGS}
+#: What the five extraction assets share: one dataset × split each, run when its manifest changed.
+EXTRACTION_STAGE: dict[str, object] = {
+    "partitions_def": dataset_split_partitions, "code_version": "1", "automation_condition": ON_NEW_MANIFEST,
+}  # fmt: skip
 
 
 def partition(context: AssetExecutionContext) -> tuple[str, str]:

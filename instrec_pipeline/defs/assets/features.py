@@ -3,9 +3,14 @@
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
 from instrec_pipeline.datasets.registry import datasets
-from instrec_pipeline.defs.assets.common import GPU_STAGE, partition, progress, rate_metadata, writing
-from instrec_pipeline.defs.automation.declarative import ON_NEW_MANIFEST
-from instrec_pipeline.defs.partitions import dataset_split_partitions
+from instrec_pipeline.defs.assets.common import (
+    EXTRACTION_STAGE,
+    GPU_STAGE,
+    partition,
+    progress,
+    rate_metadata,
+    writing,
+)
 from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, StoreResource
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
@@ -16,11 +21,9 @@ GROUP = "features"
 
 
 @asset(
-    partitions_def=dataset_split_partitions,
     group_name=GROUP,
+    **EXTRACTION_STAGE,
     deps=["demux"],
-    code_version="1",
-    automation_condition=ON_NEW_MANIFEST,
     kinds={"pytorch", "zarr"},
     **GPU_STAGE,
 )
@@ -49,11 +52,9 @@ def log_mel(
 
 
 @asset(
-    partitions_def=dataset_split_partitions,
     group_name=GROUP,
+    **EXTRACTION_STAGE,
     deps=["demux"],
-    code_version="1",
-    automation_condition=ON_NEW_MANIFEST,
     kinds={"pytorch", "zarr"},
     **GPU_STAGE,
 )

@@ -10,9 +10,15 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from instrec_pipeline.datasets.labels import class_counts
 from instrec_pipeline.datasets.registry import datasets, load_manifest
-from instrec_pipeline.defs.assets.common import failures_table, partition, progress, rate_metadata, writing
-from instrec_pipeline.defs.automation.declarative import ON_NEW_MANIFEST, SOURCE
-from instrec_pipeline.defs.partitions import dataset_split_partitions
+from instrec_pipeline.defs.assets.common import (
+    EXTRACTION_STAGE,
+    failures_table,
+    partition,
+    progress,
+    rate_metadata,
+    writing,
+)
+from instrec_pipeline.defs.automation.declarative import SOURCE
 from instrec_pipeline.defs.resources import ComputeResource, ExtractionResource, MediaResource, StoreResource
 from instrec_pipeline.features.footprint import footprint
 from instrec_pipeline.features.logmel import MEL_INPUTS
@@ -29,12 +35,10 @@ SAMPLE_RATES = tuple(sorted({m.sample_rate for m in MEL_INPUTS.values()}))
 
 
 @asset(
-    partitions_def=dataset_split_partitions,
     group_name=GROUP,
+    **EXTRACTION_STAGE,
     deps=[SOURCE],
-    code_version="1",
     kinds={"pandas", "csv"},
-    automation_condition=ON_NEW_MANIFEST,
 )
 def manifest(
     context: AssetExecutionContext, store: StoreResource, extraction: ExtractionResource
@@ -97,11 +101,9 @@ def _disk_estimate(
 
 
 @asset(
-    partitions_def=dataset_split_partitions,
     group_name=GROUP,
+    **EXTRACTION_STAGE,
     deps=[manifest],
-    code_version="1",
-    automation_condition=ON_NEW_MANIFEST,
     kinds={"python", "youtube"},  # local files, http(s) and yt-dlp
 )
 def raw_videos(
@@ -146,11 +148,9 @@ def raw_videos(
 
 
 @asset(
-    partitions_def=dataset_split_partitions,
     group_name=GROUP,
+    **EXTRACTION_STAGE,
     deps=[raw_videos],
-    code_version="1",
-    automation_condition=ON_NEW_MANIFEST,
     kinds={"python", "ffmpeg", "zarr"},
 )
 def demux(

@@ -85,11 +85,11 @@ def manifest_versions(store: StoreResource, keys: Sequence[str]) -> dict[str, dg
     for name in sorted({split_key(k)[0] for k in keys}):
         if name == "demo" and not (layout.dataset_dir(name) / "manifest.csv").exists():
             continue
-        spec = datasets()[name]
         table = load_manifest(name, layout.dataset_dir(name)).table
-        for split, version in split_versions(table, spec.media_dir(layout.dataset_dir(name))).items():
-            if f"{name}|{split}" in keys:
-                versions[f"{name}|{split}"] = dg.DataVersion(version)
+        wanted = table[[f"{name}|{s}" in keys for s in table["split"]]]  # only the observed splits' files
+        media_root = datasets()[name].media_dir(layout.dataset_dir(name))
+        for split, version in split_versions(wanted, media_root).items():
+            versions[f"{name}|{split}"] = dg.DataVersion(version)
     return versions
 
 
