@@ -24,7 +24,6 @@ under the same load only.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -355,7 +354,7 @@ def inception_variants(
         inductor.freezing = True  # inference: fold batch norm into the convolutions, pre-pack weights
         variants["torch.compile float32, channels-last"] = (torch.compile(copy.deepcopy(model)), cl)
         variants["torch.compile bf16, channels-last"] = (bf16(torch.compile(copy.deepcopy(model))), cl)
-    if openvino and device.type == "cpu" and importlib.util.find_spec("openvino"):
+    if openvino and device.type == "cpu":
         from instrec_pipeline.features.visual import _OpenVINOInception
 
         for precision in ("fp32", "bf16"):
@@ -382,8 +381,6 @@ def inception_table(
           f"first call, compilation included, not timed; {load()})")  # fmt: skip
     print("   " + "variant".ljust(38) + "".join(f"batch {b:<5}" for b in batches) + "  worst cosine")
     rates: dict[str, dict[int, float]] = {}
-    if openvino and not importlib.util.find_spec("openvino") and embedder.device.type == "cpu":
-        print("   (OpenVINO not installed: `pip install openvino` adds its rows)")
     for name, (forward, fmt) in inception_variants(embedder, compiled, openvino).items():
         start = time.perf_counter()
         with torch.inference_mode():

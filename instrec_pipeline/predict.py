@@ -68,7 +68,7 @@ def _embedder_for(
         geometry=frames.get("geometry", "shorter_side"),  # stores written before the setting kept the ratio
         decoder=decoder, decode_device=str(resolve_device(device)) if decoder == "torchcodec" else "cpu",
     )
-    # The stored runtime where it can run here (OpenVINO: CPU, installed), else torch (within cosine 0.9999).
+    # The stored runtime where it can run here (OpenVINO: on the CPU), else torch (within cosine 0.9999).
     runtime = str(stored.get("runtime", "torch"))
     if runtime == "openvino" and resolve_runtime("auto", resolve_device(device)) != "openvino":
         runtime = "torch"

@@ -105,8 +105,8 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
         load_inception(str(tmp_path / "nope.pt"))
 
 
-#: What may stand in for torch's float32 Inception: bf16 autocast, and OpenVINO (the ``auto`` runtime on CPU
-#: where it is installed) in float32 or bf16.
+#: What may stand in for torch's float32 Inception: bf16 autocast, and OpenVINO (the ``auto`` runtime on CPU)
+#: in float32 or bf16.
 _FAST_FORWARDS = [("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
 
 
@@ -120,8 +120,6 @@ def test_fast_embeddings_stay_within_cosine_0999_of_float32(
 
     from instrec_pipeline.media.demux import DemuxParams, demux
 
-    if runtime == "openvino":
-        pytest.importorskip("openvino")
     video = tmp_path / "v.mp4"
     ffmpeg.input("mandelbrot=size=320x240:rate=10", f="lavfi", t=6).output(str(video)).overwrite_output().run(
         quiet=True
