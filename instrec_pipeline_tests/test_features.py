@@ -135,6 +135,34 @@ def test_fast_embeddings_stay_within_cosine_0999_of_float32(
     assert params.get("runtime") == (None if runtime == "torch" else runtime)  # torch: the digest of before
 
 
+def test_runs_starting_together_convert_to_openvino_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill's runs start together: one converts the network to OpenVINO's IR, the others wait for its
+    file instead of each spending the ~30 s (the conversion is slowed here so that they would overlap)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openvino as ov
+
+    from instrec_pipeline.features import visual
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tiny, real_convert, calls = torch.nn.Conv2d(3, 4, 3), ov.convert_model, []
+
+    def slow_convert(model: torch.nn.Module, example_input: torch.Tensor) -> ov.Model:
+        calls.append(model)
+        time.sleep(0.5)
+        return real_convert(model, example_input=example_input)
+
+    monkeypatch.setattr(ov, "convert_model", slow_convert)
+    weights = visual.LoadedWeights("random", "random init", "concurrent-test")
+    with ThreadPoolExecutor(4) as pool:
+        paths = set(pool.map(lambda _: visual._openvino_ir(tiny, weights), range(4)))
+    (xml,) = paths
+    assert len(calls) == 1 and xml.exists() and xml.with_suffix(".bin").exists()
+
+
 def test_frame_geometry_is_recorded_and_a_change_re_extracts_frames(tmp_path: Path) -> None:
     """``extraction.geometry`` reaches the stored frames' parameters: another geometry gives another params
     digest, so the frames are re-extracted (and embeddings, whose params name that digest, follow)."""
