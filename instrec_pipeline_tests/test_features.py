@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,6 +162,36 @@ def test_runs_starting_together_convert_to_openvino_once(
         paths = set(pool.map(lambda _: visual._openvino_ir(tiny, weights), range(4)))
     (xml,) = paths
     assert len(calls) == 1 and xml.exists() and xml.with_suffix(".bin").exists()
+
+
+def test_openvino_embedders_freed_in_any_order_leave_signals_deliverable(tmp_path: Path) -> None:
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack and restores the previous one when
+    it goes: with a plugin per embedder, freeing them out of order left an unmapped stack, and the next
+    signal — here a child's SIGCHLD, in training a DataLoader worker's — killed the process (SIGSEGV, no
+    traceback). Run in a child process, which that crash would kill."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import gc, os, signal, torch
+        from instrec_pipeline.features.visual import LoadedWeights, _OpenVINOInception
+        tiny, weights = torch.nn.Conv2d(3, 4, 3), LoadedWeights("random", "random init", "altstack-test")
+        a, b = _OpenVINOInception(tiny, weights, "fp32"), _OpenVINOInception(tiny, weights, "bf16")
+        del a; gc.collect(); del b; gc.collect()  # first in, first out
+        got = []
+        signal.signal(signal.SIGCHLD, lambda *_: got.append(1))
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("signals handled:", len(got))
+    """)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "signals handled: 1" in done.stdout
 
 
 def test_frame_geometry_is_recorded_and_a_change_re_extracts_frames(tmp_path: Path) -> None:

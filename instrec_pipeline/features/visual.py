@@ -17,17 +17,22 @@ when ImageNet weights cannot be had — and the choice is returned so it is reco
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +212,21 @@ def _openvino_ir(model: nn.Module, weights: LoadedWeights) -> Path:
     return xml
 
 
+@functools.cache
+def _openvino_core() -> ov.Core:
+    """One OpenVINO Core per process, kept to its end.
+
+    Its CPU plugin swaps the thread's alternate signal stack for one of its own (room for AMX state) and
+    puts the previous one back when it is destroyed. Plugins of several Cores destroyed out of order
+    (embedders freed by the garbage collector) left an unmapped stack in place, and the next signal
+    handled in Python — a DataLoader worker's SIGCHLD in training — killed the process with a silent
+    SIGSEGV. One plugin for the process's life cannot.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 class _OpenVINOInception:
     """Inception v3 compiled by OpenVINO for this CPU, called like the torch module on a float NCHW batch.
 
@@ -215,9 +235,7 @@ class _OpenVINOInception:
     """
 
     def __init__(self, model: nn.Module, weights: LoadedWeights, precision: str) -> None:
-        import openvino as ov
-
-        core = ov.Core()
+        core = _openvino_core()
         hint = "bf16" if precision == "bf16" else "f32"
         compiled = core.compile_model(
             core.read_model(_openvino_ir(model, weights)), "CPU", {"INFERENCE_PRECISION_HINT": hint}
