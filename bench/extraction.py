@@ -145,10 +145,16 @@ def forward_rate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return batches * len(x) / (time.perf_counter() - start)
 
 
-def ready_batch(embedder: FrameEmbedder, size: int | None = None) -> torch.Tensor:
-    """A batch as the embedder's forward receives it (normalised, channels-last, on its device)."""
+def frames_batch(embedder: FrameEmbedder, size: int | None = None) -> np.ndarray:
+    """A batch of uint8 NHWC frames, as the store hands them to the embedder."""
     shape = (size or embedder.batch_size, PARAMS.crop, PARAMS.crop, 3)
-    return embedder._prepare(np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8))
+    return np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
+
+
+def torch_input(embedder: FrameEmbedder, frames: np.ndarray, fmt: torch.memory_format) -> torch.Tensor:
+    """``frames`` as torch's Inception takes them: normalised float NCHW on the device, in ``fmt``."""
+    x = embedder.normalise(torch.from_numpy(frames).to(embedder.device))
+    return x.contiguous(memory_format=fmt)
 
 
 def opencv_baseline(paths: list[Path], model: torch.nn.Module) -> float:
@@ -327,8 +333,9 @@ def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 
 def inception_variants(
     embedder: FrameEmbedder, compiled: bool, openvino: bool = True
-) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.memory_format]]:
-    """name → (forward on a float NCHW batch, the memory format it is fed) for ``embedder``'s model."""
+) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.memory_format | None]]:
+    """name → (forward, the memory format of the normalised float NCHW batch it is fed, or None for
+    OpenVINO, which takes the uint8 frames and normalises them in its graph) for ``embedder``'s model."""
     import copy
 
     cl, nchw = torch.channels_last, torch.contiguous_format
@@ -358,7 +365,7 @@ def inception_variants(
         from instrec_pipeline.features.visual import _OpenVINOInception
 
         for precision in ("fp32", "bf16"):
-            variants[f"OpenVINO {precision}"] = (_OpenVINOInception(model, embedder.weights, precision), cl)
+            variants[f"OpenVINO {precision}"] = (_OpenVINOInception(model, embedder.weights, precision), None)
     return variants
 
 
@@ -373,10 +380,12 @@ def inception_table(
 ) -> dict[str, dict[int, float]]:
     """h. Frames/s per variant and batch size (median of ``repeats``) and each variant's worst cosine to
     torch float32 on ``real`` frames; returns the rates (``bench/gpu.py`` prints it as its section 2)."""
-    reference = embedder.model
-    real_x = embedder._prepare(real)
+
+    def batch(frames: np.ndarray, fmt: torch.memory_format | None) -> torch.Tensor:
+        return torch.from_numpy(frames) if fmt is None else torch_input(embedder, frames, fmt)
+
     with torch.inference_mode():
-        ref = reference(real_x).float().cpu().numpy()
+        ref = embedder.model(batch(real, torch.contiguous_format)).float().cpu().numpy()
     print(f"{label}. Inception v3 forward on {embedder.device} ({len(real)} real frames for the cosine; "
           f"first call, compilation included, not timed; {load()})")  # fmt: skip
     print("   " + "variant".ljust(38) + "".join(f"batch {b:<5}" for b in batches) + "  worst cosine")
@@ -384,11 +393,11 @@ def inception_table(
     for name, (forward, fmt) in inception_variants(embedder, compiled, openvino).items():
         start = time.perf_counter()
         with torch.inference_mode():
-            out = forward(real_x.contiguous(memory_format=fmt)).float().cpu().numpy()
+            out = forward(batch(real, fmt)).float().cpu().numpy()
         first = time.perf_counter() - start
         rates[name] = {}
         for b in batches:
-            x = ready_batch(embedder, b).contiguous(memory_format=fmt)
+            x = batch(frames_batch(embedder, b), fmt)
             rates[name][b] = statistics.median(forward_rate(forward, x, 2 * b) for _ in range(repeats))
         cells = "".join(f"{rates[name][b]:>8.1f} f/s " for b in batches)
         note = f"  (first call {first:.0f} s)" if first > 5 else ""
@@ -448,9 +457,9 @@ def main() -> None:
 
     if "c" in only:
         pipeline_fps = n_frames / stages["embeddings"]
-        x = ready_batch(embedder)
-        bare_fps = forward_rate(embedder.forward, x, n_frames)
-        fp32_fps = forward_rate(embedder.model, x, n_frames)
+        bare_fps = forward_rate(embedder.forward, embedder._prepare(frames_batch(embedder)), n_frames)
+        x32 = torch_input(embedder, frames_batch(embedder), torch.channels_last)
+        fp32_fps = forward_rate(embedder.model, x32, n_frames)
         print(
             f"c. embeddings in the pipeline {pipeline_fps:.1f} frames/s vs bare forward {bare_fps:.1f} → "
             f"{pipeline_fps / bare_fps:.2f}  (target ≥ 0.9; batch {args.batch_size}, {embedder.precision}, "

@@ -228,22 +228,33 @@ def _openvino_core() -> ov.Core:
 
 
 class _OpenVINOInception:
-    """Inception v3 compiled by OpenVINO for this CPU, called like the torch module on a float NCHW batch.
+    """Inception v3 compiled by OpenVINO for this CPU, called on a batch of uint8 NHWC frames.
 
+    The ImageNet normalisation (:class:`Normalise`) is compiled into the graph as OpenVINO preprocessing,
+    where it folds into the first convolution: the frames go in as they come out of the store, with no
+    float copy made beside the network (that copy cost 6 % of the forward at OpenVINO's bf16 rate).
     ``precision`` maps onto OpenVINO's inference precision hint (it would otherwise pick bf16 by itself
     on CPUs with bf16 units, whatever was asked).
     """
 
     def __init__(self, model: nn.Module, weights: LoadedWeights, precision: str) -> None:
-        core = _openvino_core()
-        hint = "bf16" if precision == "bf16" else "f32"
-        compiled = core.compile_model(
-            core.read_model(_openvino_ir(model, weights)), "CPU", {"INFERENCE_PRECISION_HINT": hint}
-        )
-        self.request = compiled.create_infer_request()
+        import openvino as ov
+        from openvino.preprocess import PrePostProcessor
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.request.infer([x.contiguous().numpy()])[0]
+        core = _openvino_core()
+        ppp = PrePostProcessor(core.read_model(_openvino_ir(model, weights)))
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        ppp.input().preprocess().convert_element_type(ov.Type.f32).mean([m * 255 for m in _MEAN]).scale(
+            [s * 255 for s in _STD]
+        )
+        hint = "bf16" if precision == "bf16" else "f32"
+        self.request = core.compile_model(
+            ppp.build(), "CPU", {"INFERENCE_PRECISION_HINT": hint}
+        ).create_infer_request()
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        out = self.request.infer([frames.numpy()])[0]
         return torch.from_numpy(out.copy())  # the request reuses its output buffer
 
 
@@ -277,9 +288,10 @@ class FrameEmbedder:
             self._openvino = _OpenVINOInception(self.model, self.weights, self.precision)
 
     def _prepare(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 NHWC → normalised float NCHW on the device (the uint8 copy is 4× cheaper to move)."""
+        """uint8 NHWC → the network's input on the device: normalised float NCHW for torch (the uint8 copy
+        is 4× cheaper to move), the frames themselves for OpenVINO (which normalises in its graph)."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
-        return self.normalise(x)
+        return x if self._openvino is not None else self.normalise(x)
 
     @torch.inference_mode()
     def embed(self, frames: np.ndarray) -> np.ndarray:
