@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrec_pipeline.media.demux import DemuxParams, demux, demux_to_spool, iter_frames
+from instrec_pipeline.media.demux import _DISK_MARGIN, DemuxParams, demux, demux_to_spool, iter_frames
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.probe import probe
+from instrec_pipeline.store import FrameCodec
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
@@ -189,6 +190,26 @@ def test_spool_refused_when_disk_space_is_short(
         demux_to_spool(clip, SMALL, spool)
     assert "500 MB free" in excinfo.value.reason and seen == [spool]
     assert _decoders(started) == [] and not list(spool.iterdir())
+
+
+def test_frames_encoded_on_arrival_never_touch_the_spool(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a codec's ``encode``, frames go from ffmpeg's pipe through it into memory: no raw frames on
+    the spool's disk nor in its space check, and the same rows as encoding the demuxed frames."""
+    codec = FrameCodec()
+    spool = tmp_path / "spool"
+    spooled = demux_to_spool(clip, SMALL, spool, encode=codec.encode)
+    assert spooled.frames_file is None and [p.name for p in spool.iterdir()] == ["audio_8000.f32"]
+    rows = np.concatenate(list(spooled.frame_chunks()))
+    assert spooled.n_frames == 1 and list(rows) == list(codec.encode(demux(clip, SMALL).frames))
+
+    audio_bytes, frame_bytes = 4 * 8000, 32 * 32 * 3
+    free = _DISK_MARGIN + audio_bytes + frame_bytes // 2  # room for the audio, not for raw frames too
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(100 << 30, 0, free))
+    with pytest.raises(MediaError, match="not enough disk space"):
+        demux_to_spool(clip, SMALL, tmp_path / "raw")
+    assert demux_to_spool(clip, SMALL, tmp_path / "encoded", encode=codec.encode).n_frames == 1
 
 
 def test_normal_inputs_still_demux_under_the_whitelists(

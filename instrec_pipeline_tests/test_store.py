@@ -171,6 +171,11 @@ def test_jpeg_frames_round_trip_small_and_close(tmp_path: Path) -> None:
     # torchvision's decoder gives Pillow's pixels exactly: stores written before it read the same
     pillow = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])
     np.testing.assert_array_equal(back, pillow)
+    # and its encoder Pillow's bytes: stores written before it hold the same rows
+    for picture, row in zip(pictures, encoded, strict=True):
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, "JPEG", quality=90)
+        assert buf.getvalue() == row
     raw = Frames.open(FeatureStore(tmp_path).group("d", "u"), 1.0, 256, 224, FrameCodec("raw"))
     with raw.array:
         raw.append_stream("v1", [pictures])

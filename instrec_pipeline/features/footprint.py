@@ -2,7 +2,7 @@
 
 Figures per second of video follow from the extraction settings (frames per second and their codec, the
 audio rates, the log-mel hops and bands, the embedding width); compression ratios are those measured on
-real videos with the store's codecs (float audio and log-mels barely compress under Blosc/zstd).
+real videos with the store's codecs (float audio and log-mels barely compress under Blosc).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from instrec_pipeline.store import FrameCodec
 
 #: The raw videos at ≤ 480p plus audio (the YouTube format the fetcher picks): ~1.2 Mbit/s.
 RAW_VIDEO_BYTES_PER_S = 150_000
-#: Stored / uncompressed bytes under Blosc/zstd: float32 audio and log-mels, Inception embeddings.
+#: Stored / uncompressed bytes under Blosc (lz4): float32 audio and log-mels, Inception embeddings.
 FLOAT_RATIO = 0.9
 EMBEDDING_RATIO = 0.8
 

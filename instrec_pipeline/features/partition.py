@@ -83,31 +83,28 @@ def demux_partition(
     shutil.rmtree(spool_root, ignore_errors=True)
     spool_root.mkdir(parents=True, exist_ok=True)
 
-    def one(item: tuple[str, str]) -> tuple[Spooled | str, Path, list[np.ndarray] | None]:
-        """In a worker: ffmpeg into the spool, then the frames' JPEG encoding (~0.5 ms a frame), which
-        would otherwise queue on the partition's single writer."""
+    def one(item: tuple[str, str]) -> tuple[Spooled | str, Path]:
+        """In a worker: ffmpeg into the spool, the frames JPEG-encoded as they arrive (~0.2 ms a frame),
+        which would otherwise queue on the partition's single writer."""
         spool = Path(tempfile.mkdtemp(prefix="demux-", dir=spool_root))
         try:
-            spooled = demux_to_spool(Path(item[1]), params, spool)
-            encoded = None if codec.kind == "raw" else [codec.encode(c) for c in spooled.frame_chunks()]
-            return spooled, spool, encoded
+            encode = None if codec.kind == "raw" else codec.encode
+            return demux_to_spool(Path(item[1]), params, spool, encode=encode), spool
         except MediaError as exc:
-            return exc.reason, spool, None
+            return exc.reason, spool
         except Exception as exc:  # keep the partition going; the reason is reported per video
-            return f"{type(exc).__name__}: {exc}", spool, None
+            return f"{type(exc).__name__}: {exc}", spool
 
     try:
-        for (vid, _), (result, spool, encoded) in map_unordered(pool, one, todo):
+        for (vid, _), (result, spool) in map_unordered(pool, one, todo):
             try:
                 if isinstance(result, str):
                     summary.failed[vid] = result
                     continue
                 for sr, modality in audio.items():
                     modality.append_stream(vid, result.audio_chunks(sr))
-                if encoded is None:
-                    frames.append_stream(vid, result.frame_chunks())
-                else:
-                    frames.array.append_stream(vid, encoded)  # rows already in the codec's form
+                # rows already in the codec's form (raw frames are their own rows)
+                frames.array.append_stream(vid, result.frame_chunks())
                 summary.processed += 1
             finally:
                 shutil.rmtree(spool, ignore_errors=True)

@@ -62,15 +62,20 @@ def _row_bytes(row_shape: tuple[int, ...], dtype: str, row_bytes: int | None) ->
 
 
 def _compressors(dtype: str) -> list[BloscCodec]:
-    """Blosc/zstd (numcodecs' Blosc under zarr's spec codec); byte-shuffle floats, bit-shuffle bytes.
+    """Blosc (numcodecs' Blosc under zarr's spec codec): lz4 on byte-shuffled floats, zstd on bit-shuffled
+    bytes (raw frames); encoded rows (JPEG) are already compressed: no second codec.
 
-    Encoded rows (JPEG) are already compressed: no second codec.
+    Why lz4 for floats: audio and log-mels barely compress (measured on music: zstd-3 keeps 82 % of the
+    bytes, lz4 86 %), while zstd-3 compressed at ~290 MB/s, which is 8 % of the ffmpeg pass on the
+    decode path (audio is written as each video is demuxed); lz4 writes at ~1.3 GB/s and reads 2–3×
+    faster too (log-mels are read every training epoch).
     """
     if dtype == BYTES:
         return []
     size = np.dtype(dtype).itemsize
-    shuffle = BloscShuffle.bitshuffle if size == 1 else BloscShuffle.shuffle
-    return [BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=size)]
+    if size == 1:
+        return [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle, typesize=size)]
+    return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle, typesize=size)]
 
 
 def _grow(array: zarr.Array, needed: int) -> None:
