@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from instrec_pipeline.features.logmel import CHOI, HAN, log_mel
-from instrec_pipeline.features.partition import embedding_params, embedding_partition
+from instrec_pipeline.features.partition import _batches, embedding_params, embedding_partition
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception
 from instrec_pipeline.media.demux import DemuxParams, demux
 from instrec_pipeline.store import FeatureStore, RaggedArray
@@ -228,3 +228,22 @@ def test_frame_geometry_is_recorded_and_a_change_re_extracts_frames(tmp_path: Pa
     assert squash_digest != shorter_digest
     assert squashed.shape == cropped.shape == (2, 48, 48, 3)
     assert np.abs(squashed.astype(int) - cropped.astype(int)).mean() > 5  # really other pictures
+
+
+def test_embedding_batches_are_full_across_video_boundaries(tmp_path: Path) -> None:
+    """Videos are cut where a batch fills, so every inference batch but the last is full whatever the
+    lengths (a video's remainder used to make a short batch of its own), and the spans cover each video
+    once, in order, its last one flagged."""
+    lengths = {"a": 60, "b": 60, "empty": 0, "c": 5, "d": 70}
+    source = RaggedArray.open(FeatureStore(tmp_path).group("d", "t"), "x", (1,), "float32", {})
+    source.append((vid, np.zeros((n, 1), np.float32)) for vid, n in lengths.items())
+    blocks = _batches(source, list(lengths), 32)
+    sizes = [sum(b - a for _, a, b, _ in block) for block in blocks]
+    assert sizes == [32] * 6 + [195 - 6 * 32]
+    spans = [span for block in blocks for span in block]
+    for vid in lengths:
+        mine = [(a, b, last) for v, a, b, last in spans if v == vid]
+        start, stop = source.span(vid)
+        assert mine[0][0] == start and mine[-1][1] == stop and mine[-1][2]
+        assert all(b == a2 and not last for (_, b, last), (a2, _, _) in zip(mine, mine[1:], strict=False))
+    assert [v for v, _, _, last in spans if last] == list(lengths)

@@ -168,7 +168,7 @@ def test_jpeg_frames_round_trip_small_and_close(tmp_path: Path) -> None:
     assert psnr > 30
     encoded = Frames.read(group).array.get("v1")
     assert max(len(b) for b in encoded) <= 20_000
-    # torchvision's decoder gives Pillow's pixels exactly: stores written before it read the same
+    # imagecodecs' decoder gives Pillow's pixels exactly: stores written before it read the same
     pillow = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])
     np.testing.assert_array_equal(back, pillow)
     # and its encoder Pillow's bytes: stores written before it hold the same rows

@@ -150,27 +150,26 @@ def logmel_partition(
     return target, _derive(source, target, compute, progress)
 
 
-def _row_pieces(source: RaggedArray, video_ids: list[str], rows: int) -> list[tuple[str, int, int, bool]]:
-    """``(video, start, stop, last)`` spans of at most ``rows`` rows covering the given videos in order."""
-    pieces = []
-    for vid in video_ids:
-        a, b = source.span(vid)
-        for s in range(a, max(b, a + 1), rows):
-            pieces.append((vid, s, min(s + rows, b), min(s + rows, b) >= b))
-    return pieces
-
-
-def _blocks(pieces: list[tuple[str, int, int, bool]], rows: int) -> list[list[tuple[str, int, int, bool]]]:
-    """Group consecutive spans into blocks of about ``rows`` rows (one inference batch each)."""
+def _batches(source: RaggedArray, video_ids: list[str], rows: int) -> list[list[tuple[str, int, int, bool]]]:
+    """The videos' rows cut into blocks of exactly ``rows`` rows (the last may be short), each a list of
+    ``(video, start, stop, last)`` spans: a video is split where a block fills, so every inference batch
+    is full (a short batch costs nearly a full one's time, and a change of batch shape re-plans the
+    network) whatever the videos' lengths."""
     blocks: list[list[tuple[str, int, int, bool]]] = [[]]
     filled = 0
-    for piece in pieces:
-        if filled and filled + piece[2] - piece[1] > rows:
-            blocks.append([])
-            filled = 0
-        blocks[-1].append(piece)
-        filled += piece[2] - piece[1]
-    return [b for b in blocks if b]
+    for vid in video_ids:
+        a, b = source.span(vid)
+        while True:
+            stop = min(b, a + rows - filled)
+            blocks[-1].append((vid, a, stop, stop >= b))
+            filled += stop - a
+            if filled == rows:
+                blocks.append([])
+                filled = 0
+            if stop >= b:
+                break
+            a = stop
+    return [block for block in blocks if block]
 
 
 def embedding_params(
@@ -215,7 +214,7 @@ def embedding_partition(
     todo = [v for v in source.video_ids if v not in target]
     if progress is not None:
         progress.total = len(todo)
-    blocks = _blocks(_row_pieces(source, todo, embedder.batch_size), embedder.batch_size)
+    blocks = _batches(source, todo, embedder.batch_size)
 
     def read(block: list[tuple[str, int, int, bool]]) -> np.ndarray:
         spans = [frames.rows(a, b) for _, a, b, _ in block if b > a]
