@@ -261,8 +261,9 @@ class _OpenVINOInception:
         ).create_infer_request()
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        out = self.request.infer([frames.numpy()])[0]
-        return torch.from_numpy(out.copy())  # the request reuses its output buffer
+        # The frames are read in place (no 4.8 MB copy a batch of 32); the outputs come back as copies.
+        out = self.request.infer([frames.numpy()], share_inputs=True)[0]
+        return torch.from_numpy(out)
 
 
 class FrameEmbedder:
