@@ -136,6 +136,26 @@ def test_fast_embeddings_stay_within_cosine_0999_of_float32(
     assert params.get("runtime") == (None if runtime == "torch" else runtime)  # torch: the digest of before
 
 
+def test_openvino_streams_keep_each_batch_in_order(tmp_path: Path) -> None:
+    """Batches streamed through OpenVINO's streams (pieces of several in flight at once) come back one per
+    batch, in order, empty ones included, each as that batch embedded alone; a consumer that stops early
+    leaves the requests usable."""
+    rng = np.random.default_rng(0)
+    sizes = [5, 0, 8, 1, 8, 3]
+    batches = [rng.integers(0, 255, (n, 75, 75, 3)).astype(np.uint8) for n in sizes]
+    fast = FrameEmbedder("random", "cpu", batch_size=8, precision="fp32", runtime="openvino")
+    assert len(fast._openvino.requests) >= 1  # type: ignore[union-attr]
+    streamed = list(fast.embed_batches(iter(batches)))
+    assert [len(e) for e in streamed] == sizes
+    for batch, got in zip(batches, streamed, strict=True):
+        if len(batch):
+            np.testing.assert_allclose(got, fast.embed(batch), rtol=1e-4, atol=1e-5)
+    early = fast.embed_batches(iter(batches[2:]))
+    next(early)
+    early.close()  # pieces still in flight are waited for, not abandoned
+    np.testing.assert_allclose(fast.embed(batches[4]), streamed[4], rtol=1e-4, atol=1e-5)
+
+
 def test_runs_starting_together_convert_to_openvino_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -220,13 +220,16 @@ def embedding_partition(
         spans = [frames.rows(a, b) for _, a, b, _ in block if b > a]
         return np.concatenate(spans) if spans else np.zeros((0, 0, 0, 3), np.uint8)
 
-    parts: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=1) as reader, target:
+    def prefetched(reader: ThreadPoolExecutor) -> Iterator[np.ndarray]:
         pending = reader.submit(read, blocks[0]) if blocks else None
-        for i, block in enumerate(blocks):
+        for i in range(len(blocks)):
             batch = pending.result()
             pending = reader.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
-            emb = embedder.embed(batch)
+            yield batch
+
+    parts: list[np.ndarray] = []
+    with ThreadPoolExecutor(max_workers=1) as reader, target:
+        for block, emb in zip(blocks, embedder.embed_batches(prefetched(reader)), strict=True):
             summary.rows += len(emb)
             pos = 0
             for vid, a, b, last in block:
