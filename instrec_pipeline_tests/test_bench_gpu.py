@@ -32,3 +32,25 @@ def test_gpu_bench_runs_on_cpu_and_says_what_it_skipped(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         assert "torchcodec cuda (NVDEC), frames at the instants: SKIPPED — no CUDA device" in text
         assert "FFmpeg NVDEC via PyAV: SKIPPED — no CUDA device" in text
+
+
+def test_every_cpu_inception_variant_of_make_bench_runs() -> None:
+    """``make bench`` section h calls each variant as the bench does (OpenVINO's included): a runtime
+    whose calling convention changes breaks here, not at the end of a 10-minute benchmark."""
+    import importlib.util
+
+    import numpy as np
+
+    from instrec_pipeline.features.visual import FrameEmbedder
+
+    spec = importlib.util.spec_from_file_location("extraction", ROOT / "bench" / "extraction.py")
+    extraction = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(extraction)  # type: ignore[union-attr]
+    embedder = FrameEmbedder("random", "cpu", 3)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 224, 224, 3)).astype(np.uint8)
+    variants = extraction.inception_variants(embedder, compiled=False, openvino=True)
+    assert {"OpenVINO fp32", "OpenVINO bf16"} <= set(variants)
+    for name, (forward, fmt) in variants.items():
+        x = torch.from_numpy(frames) if fmt is None else extraction.torch_input(embedder, frames, fmt)
+        with torch.inference_mode():
+            assert tuple(forward(x).shape) == (3, 2048), name

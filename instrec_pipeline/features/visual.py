@@ -286,6 +286,15 @@ class _OpenVINOInception:
             for request, _ in busy:  # a consumer that stops early: no request left reading freed frames
                 request.wait()
 
+    def split(self, batch: np.ndarray) -> list[np.ndarray]:
+        """A batch cut into one piece per request (none for an empty batch), read in place."""
+        batch = np.ascontiguousarray(batch)
+        return np.array_split(batch, min(len(self.requests), len(batch))) if len(batch) else []
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """One batch, every stream working on a piece of it."""
+        return torch.from_numpy(np.concatenate(list(self.stream(self.split(frames.numpy())))))
+
     @staticmethod
     def _collect(busy: deque, free: list) -> np.ndarray:
         request, _ = busy.popleft()
@@ -345,14 +354,13 @@ class FrameEmbedder:
             for batch in batches:
                 yield self._embed_batch(batch) if len(batch) else empty
             return
-        streams = len(self._openvino.requests)
+        runtime = self._openvino
         sizes: deque[int] = deque()  # pieces per batch, in order (0 for an empty batch)
         done: list[np.ndarray] = []
 
         def pieces() -> Iterator[np.ndarray]:
             for batch in batches:
-                batch = np.ascontiguousarray(batch)
-                split = np.array_split(batch, min(streams, len(batch))) if len(batch) else []
+                split = runtime.split(batch)
                 sizes.append(len(split))
                 yield from split
 
@@ -362,7 +370,7 @@ class FrameEmbedder:
                 yield np.concatenate(done[:k]) if k else empty
                 del done[:k]
 
-        for out in self._openvino.stream(pieces()):
+        for out in runtime.stream(pieces()):
             done.append(out)
             yield from ready()
         yield from ready()
@@ -371,7 +379,7 @@ class FrameEmbedder:
         """The network on a prepared batch (:meth:`_prepare`), in this embedder's runtime and precision: what
         :meth:`embed` runs, and what a bare-model benchmark should time."""
         if self._openvino is not None:
-            return torch.from_numpy(next(self.embed_batches([x.numpy()])))
+            return self._openvino(x)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.model(x)
 
