@@ -78,6 +78,13 @@ def _compressors(dtype: str) -> list[BloscCodec]:
     return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle, typesize=size)]
 
 
+def _whole_chunks(array: zarr.Array) -> zarr.Array:
+    """``array`` set to store every chunk it is given: this writer writes only chunks it has filled, and
+    Zarr's default first compares each with the fill value (to skip empty ones), which cost as much CPU as
+    lz4-compressing it — on the cores that decode the videos."""
+    return array.with_config({"write_empty_chunks": True})
+
+
 def _grow(array: zarr.Array, needed: int) -> None:
     """Grow axis 0 to at least ``needed``: whole chunks, by a quarter at least (rare metadata writes)."""
     have = array.shape[0]
@@ -145,7 +152,7 @@ class RaggedArray:
         committed = dict(group.attrs.get("committed", {"videos": 0, "rows": 0}))
         # Opened once (each lookup re-reads Zarr's metadata), and after the commit record: the arrays have
         # grown to cover it before it was written.
-        self.data: zarr.Array = group["data"]
+        self.data: zarr.Array = _whole_chunks(group["data"])
         n, rows = int(committed["videos"]), int(committed["rows"])
         self._ids: list[str] = [str(v) for v in group["video_id"][:n]] if n else []
         self._offsets: list[int] = [int(x) for x in group["offsets"][: n + 1]] if n else [0]
@@ -347,8 +354,8 @@ class RaggedArray:
             o0 = (n + 1) - (n + 1) % g["offsets"].chunks[0]  # offsets 0..n
             self._tails = (
                 _Tail(self.data, d0, [self.data[d0:rows]] if rows > d0 else []),
-                _Tail(g["video_id"], i0, [np.array(self._ids[i0:n], dtype=object)]),
-                _Tail(g["offsets"], o0, [np.array(self._offsets[o0 : n + 1], dtype=np.int64)]),
+                _Tail(_whole_chunks(g["video_id"]), i0, [np.array(self._ids[i0:n], dtype=object)]),
+                _Tail(_whole_chunks(g["offsets"]), o0, [np.array(self._offsets[o0 : n + 1], dtype=np.int64)]),
             )
         return self._tails
 
