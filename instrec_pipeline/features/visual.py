@@ -273,10 +273,14 @@ class _OpenVINOInception:
     def stream(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """``(n, 2048)`` float32 for each uint8 NHWC piece, in order, one piece in flight per request."""
         free, busy = list(self.requests), deque()
+        todo = iter(pieces)
         try:
-            for piece in pieces:
-                if not free:
+            while True:
+                if not free:  # a stream frees before the next piece is asked for: the reader had that time
                     yield self._collect(busy, free)
+                piece = next(todo, None)
+                if piece is None:
+                    break
                 request = free.pop()
                 request.start_async([piece], share_inputs=True)  # read in place: kept alive in ``busy``
                 busy.append((request, piece))
