@@ -5,7 +5,7 @@ classifier replaced by an identity so the output is the pooled 2048-d feature. F
 through in fixed-size batches, channels-last; under bf16 autocast where ``precision`` says so.
 
 Runtime: on CPU, ``runtime="openvino"`` (or ``"auto"``, the pipeline's setting) runs the same network
-compiled by OpenVINO, 1.7–2.6× torch's bf16 channels-last rate on these CPUs (``make bench``, section h) and
+compiled by OpenVINO, 1.7–2.8× torch's bf16 channels-last rate on these CPUs (``make bench``, section h) and
 within cosine 0.9999 of torch's float32 (tested); ``"torch"``, this class's default, is the reference
 arithmetic and the GPU's runtime. The conversion (~30 s) is cached on disk per weights.
 
@@ -272,7 +272,8 @@ class _OpenVINOInception:
 
     def stream(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """``(n, 2048)`` float32 for each uint8 NHWC piece, in order, one piece in flight per request."""
-        free, busy = list(self.requests), deque()
+        free: list[ov.InferRequest] = list(self.requests)
+        busy: deque[tuple[ov.InferRequest, np.ndarray]] = deque()
         todo = iter(pieces)
         try:
             while True:
@@ -300,7 +301,7 @@ class _OpenVINOInception:
         return torch.from_numpy(np.concatenate(list(self.stream(self.split(frames.numpy())))))
 
     @staticmethod
-    def _collect(busy: deque, free: list) -> np.ndarray:
+    def _collect(busy: deque[tuple[ov.InferRequest, np.ndarray]], free: list[ov.InferRequest]) -> np.ndarray:
         request, _ = busy.popleft()
         request.wait()
         free.append(request)
