@@ -271,22 +271,36 @@ class _OpenVINOInception:
         self.requests = [compiled.create_infer_request() for _ in range(n)]
 
     def stream(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """``(n, 2048)`` float32 for each uint8 NHWC piece, in order, one piece in flight per request."""
+        """``(n, 2048)`` float32 for each uint8 NHWC piece, in order, one piece in flight per request.
+
+        A request that finishes is given the next piece before its result is handed on, so no stream
+        waits while the consumer stores that result; the next piece is asked for only once a request is
+        free, so a reader producing pieces has had a whole forward's time for it.
+        """
         free: list[ov.InferRequest] = list(self.requests)
         busy: deque[tuple[ov.InferRequest, np.ndarray]] = deque()
         todo = iter(pieces)
+
+        def start() -> bool:
+            """The next piece on a free request; False when there is none."""
+            piece = next(todo, None)
+            if piece is None:
+                return False
+            request = free.pop()
+            request.start_async([piece], share_inputs=True)  # read in place: kept alive in ``busy``
+            busy.append((request, piece))
+            return True
+
         try:
-            while True:
-                if not free:  # a stream frees before the next piece is asked for: the reader had that time
-                    yield self._collect(busy, free)
-                piece = next(todo, None)
-                if piece is None:
-                    break
-                request = free.pop()
-                request.start_async([piece], share_inputs=True)  # read in place: kept alive in ``busy``
-                busy.append((request, piece))
+            while free and start():  # one piece per request to begin with
+                pass
             while busy:
-                yield self._collect(busy, free)
+                request, _ = busy.popleft()
+                request.wait()
+                out = request.get_output_tensor(0).data.copy()  # the request reuses its output buffer
+                free.append(request)
+                start()
+                yield out
         finally:
             for request, _ in busy:  # a consumer that stops early: no request left reading freed frames
                 request.wait()
@@ -299,13 +313,6 @@ class _OpenVINOInception:
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """One batch, every stream working on a piece of it."""
         return torch.from_numpy(np.concatenate(list(self.stream(self.split(frames.numpy())))))
-
-    @staticmethod
-    def _collect(busy: deque[tuple[ov.InferRequest, np.ndarray]], free: list[ov.InferRequest]) -> np.ndarray:
-        request, _ = busy.popleft()
-        request.wait()
-        free.append(request)
-        return request.get_output_tensor(0).data.copy()  # the request reuses its output buffer
 
 
 class FrameEmbedder:
