@@ -7,7 +7,8 @@
    ``demux_plan``) vs torchcodec on the GPU (NVDEC) and FFmpeg's own NVDEC through PyAV;
 2. Inception v3 frames/s at batch 32–256: float32, bf16 autocast, channels-last, torch.compile (section h
    of ``bench/extraction.py``, reused);
-3. end-to-end: the pipeline's extraction (demux → store → log-mel → embeddings) per video, CUDA bf16;
+3. end-to-end: the pipeline's extraction (demux → store → log-mel → embeddings) per video, CUDA bf16, and
+   how fast the embedding stage's reader threads (``frame_readers``) decode stored frames for the GPU;
 4. the FCVID / YouTube-8M projection of ``bench/scale.py`` with the measured Inception rate in place of
    its assumed one (it needs the scale run's ``scale.json`` and Dagster: where they are missing, the
    figures go to ``gpu.json`` and ``--projection`` computes it on a machine that has them).
@@ -33,13 +34,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import extraction  # noqa: E402  (bench/extraction.py: corpus, forward rates, the Inception table)
 
+from instrec_pipeline.features.partition import _batches, frame_batches  # noqa: E402
 from instrec_pipeline.features.visual import FrameEmbedder  # noqa: E402
 from instrec_pipeline.media.demux import demux, iter_frames  # noqa: E402
-from instrec_pipeline.parallel import demux_plan, usable_cores  # noqa: E402
+from instrec_pipeline.parallel import demux_plan, frame_readers, usable_cores  # noqa: E402
+from instrec_pipeline.store import FeatureStore, Frames  # noqa: E402
 
 SOURCE_FPS = 25  # extraction.make_video's frame rate
 
@@ -138,18 +142,37 @@ def decode_section(paths: list[Path], cuda: bool) -> dict[str, float]:
     return rates
 
 
+def reading_rates(group: zarr.Group, batch_size: int) -> dict[int, float]:
+    """Stored frames read and decoded per second by the embedding stage's readers (1, 2, 4 threads, up to
+    the cores): what can feed the GPU, beside its Inception rate."""
+    frames = Frames.read(group)
+    blocks = _batches(frames.array, frames.array.video_ids, batch_size)
+    rates = {}
+    for readers in sorted({min(n, usable_cores()) for n in (1, 2, 4)}):
+        start = time.perf_counter()
+        n = sum(len(batch) for batch in frame_batches(frames, blocks, readers))
+        rates[readers] = n / (time.perf_counter() - start)
+    return rates
+
+
 def end_to_end(paths: list[Path], embedder: FrameEmbedder, work: Path) -> dict[str, float]:
-    """3. The pipeline's extraction stages on one partition, per video."""
+    """3. The pipeline's extraction stages on one partition, per video; how fast its stored frames can be
+    read for the GPU."""
     extraction.WORKERS = demux_plan().workers
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         stages = extraction.extract(paths, Path(tmp), embedder)
+        reading = reading_rates(FeatureStore(Path(tmp)).group("bench", "train"), embedder.batch_size)
     total = extraction.stage_total(stages)
     seconds = sum(_duration(p) for p in paths)
     print(f"3. end-to-end on {embedder.device} ({embedder.precision}, {extraction.WORKERS} demux workers): "
           f"{total / len(paths):.2f} s per {seconds / len(paths):.0f}-s video, {seconds / total:.0f}× real "
           f"time (demux {stages['demux']:.1f} s, log-mel {stages['log_mel']:.1f} s, embeddings "
           f"{stages['embeddings']:.1f} s for {len(paths)} videos; {extraction.load()})")  # fmt: skip
-    return {"seconds_per_video": total / len(paths), "video_seconds": seconds / len(paths), **stages}
+    print("   stored frames read and decoded for the network (frames/s): "
+          + ", ".join(f"{n} reader{'s' * (n > 1)} {rate:,.0f}" for n, rate in reading.items())
+          + f"; the stage uses {frame_readers(embedder.device.type)} on {embedder.device.type}")  # fmt: skip
+    return {"seconds_per_video": total / len(paths), "video_seconds": seconds / len(paths), **stages,
+            "reading_frames_per_s": reading}  # fmt: skip
 
 
 def projection(figures: dict[str, Any], scale_json: Path) -> None:

@@ -146,6 +146,14 @@ def test_compute_settings_reach_the_workers_and_the_trainers() -> None:
         assert _configured(replace(base, precision="fp32"), "tiny", kind, TrainConfig()).precision == "fp32"
 
 
+def test_frame_readers_leave_the_cpu_to_the_network_and_feed_a_gpu() -> None:
+    """One reader on the CPU (the network's streams use every core); on a GPU one per spare core, up to 4."""
+    from instrec_pipeline.parallel import frame_readers
+
+    assert [frame_readers("cpu", cores) for cores in (1, 2, 16)] == [1, 1, 1]
+    assert [frame_readers("cuda", cores) for cores in (1, 2, 3, 16)] == [1, 1, 2, 4]
+
+
 def test_the_frames_decoder_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from instrec_pipeline.media import torchcodec_frames
 

@@ -51,13 +51,16 @@ def embedder() -> FrameEmbedder:
     return FrameEmbedder("random", "cpu", batch_size=4)
 
 
+@pytest.mark.parametrize("readers", [1, 3])
 def test_embeddings_are_2048_d_batched_across_videos_and_resumable(
-    embedder: FrameEmbedder, tmp_path: Path
+    embedder: FrameEmbedder, tmp_path: Path, readers: int
 ) -> None:
+    """Each video's embeddings are its frames' (batches span videos; with several reader threads, blocks
+    read out of order still come back in order), a video done before is kept."""
     rng = np.random.default_rng(0)
     videos = {
         v: rng.integers(0, 255, (n, 96, 96, 3), dtype=np.uint8)
-        for v, n in [("a", 1), ("b", 6), ("empty", 0), ("c", 2), ("d", 3)]
+        for v, n in [("a", 1), ("b", 6), ("empty", 0), ("c", 2), ("d", 3), ("e", 5), ("f", 7)]
     }
     group = FeatureStore(tmp_path).group("d", "train")
     with RaggedArray.open(group, "frames", (96, 96, 3), "uint8", {}) as frames:
@@ -67,9 +70,9 @@ def test_embeddings_are_2048_d_batched_across_videos_and_resumable(
     params = embedding_params(embedder.weights, frames, embedder.precision)
     with RaggedArray.open(group, "embeddings", (EMBEDDING_DIM,), "float32", params) as done_before:
         done_before.append([("b", done)])
-    target, summary = embedding_partition(group, embedder)
-    assert (summary.processed, summary.skipped) == (4, 1)
-    assert target.video_ids == ["b", "a", "empty", "c", "d"]
+    target, summary = embedding_partition(group, embedder, readers=readers)
+    assert (summary.processed, summary.skipped, summary.rows) == (6, 1, 18)  # 5 batches of 4 or fewer
+    assert target.video_ids == ["b", "a", "empty", "c", "d", "e", "f"]
     assert target.lengths() == {v: len(f) for v, f in videos.items()}
     assert not embedder.model.training
     for v, f in videos.items():

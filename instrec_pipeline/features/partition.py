@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, Loade
 from instrec_pipeline.media.demux import DemuxParams, Spooled, demux_to_spool
 from instrec_pipeline.media.errors import MediaError
 from instrec_pipeline.media.partition import StageSummary
-from instrec_pipeline.parallel import demux_plan, map_unordered
+from instrec_pipeline.parallel import demux_plan, frame_readers, map_unordered
 from instrec_pipeline.progress import Progress
 from instrec_pipeline.store import (
     EMBEDDINGS,
@@ -150,12 +152,16 @@ def logmel_partition(
     return target, _derive(source, target, compute, progress)
 
 
-def _batches(source: RaggedArray, video_ids: list[str], rows: int) -> list[list[tuple[str, int, int, bool]]]:
+#: A batch's worth of stored frame rows: ``(video, start, stop, last)`` spans (see :func:`_batches`).
+Block = list[tuple[str, int, int, bool]]
+
+
+def _batches(source: RaggedArray, video_ids: list[str], rows: int) -> list[Block]:
     """The videos' rows cut into blocks of exactly ``rows`` rows (the last may be short), each a list of
     ``(video, start, stop, last)`` spans: a video is split where a block fills, so every inference batch
     is full (a short batch costs nearly a full one's time, and a change of batch shape re-plans the
     network) whatever the videos' lengths."""
-    blocks: list[list[tuple[str, int, int, bool]]] = [[]]
+    blocks: list[Block] = [[]]
     filled = 0
     for vid in video_ids:
         a, b = source.span(vid)
@@ -170,6 +176,26 @@ def _batches(source: RaggedArray, video_ids: list[str], rows: int) -> list[list[
                 break
             a = stop
     return [block for block in blocks if block]
+
+
+def frame_batches(frames: Frames, blocks: list[Block], readers: int = 1) -> Iterator[np.ndarray]:
+    """Each block's stored frames decoded into one uint8 NHWC batch, in order, ``readers`` threads each
+    reading one block ahead of the consumer (libjpeg-turbo releases the GIL, so they decode in parallel
+    beside it). A block's stored rows are gathered first (a few KB each), then decoded straight into its
+    batch."""
+
+    def read(block: Block) -> np.ndarray:
+        spans = [frames.array.rows(a, b) for _, a, b, _ in block if b > a]
+        return frames.codec.decode(np.concatenate(spans)) if spans else np.zeros((0, 0, 0, 3), np.uint8)
+
+    with ThreadPoolExecutor(max_workers=readers) as pool:
+        ahead = deque(pool.submit(read, block) for block in blocks[:readers])
+        for block in blocks[readers:]:
+            batch = ahead.popleft().result()
+            ahead.append(pool.submit(read, block))
+            yield batch
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def embedding_params(
@@ -198,14 +224,20 @@ def inception_weights_of(params: dict[str, str | int]) -> tuple[str, int]:
 
 
 def embedding_partition(
-    group: zarr.Group, embedder: FrameEmbedder, name: str = EMBEDDINGS, progress: Progress | None = None
+    group: zarr.Group,
+    embedder: FrameEmbedder,
+    name: str = EMBEDDINGS,
+    progress: Progress | None = None,
+    readers: int | None = None,
 ) -> tuple[RaggedArray, StageSummary]:
     """Inception v3 embeddings of every stored frame, in batches that span videos, into modality ``name``.
 
     Embeddings map 1:1 onto frames, so the frames are read as contiguous row blocks of one batch each
-    (a long video never sits in memory whole, short ones share a batch); a reader thread reads and decodes
-    the next block while the model runs on this one.
+    (a long video never sits in memory whole, short ones share a batch); ``readers`` threads (default
+    :func:`~instrec_pipeline.parallel.frame_readers` for the embedder's device) read and decode the next
+    blocks while the model runs on this one.
     """
+    readers = readers or frame_readers(embedder.device.type)
     frames = Frames.read(group)
     source = frames.array
     params = embedding_params(embedder.weights, source, embedder.precision, embedder.runtime)
@@ -215,22 +247,9 @@ def embedding_partition(
     if progress is not None:
         progress.total = len(todo)
     blocks = _batches(source, todo, embedder.batch_size)
-
-    def read(block: list[tuple[str, int, int, bool]]) -> np.ndarray:
-        """The block's stored rows gathered first (a few KB each), then decoded straight into one batch."""
-        spans = [source.rows(a, b) for _, a, b, _ in block if b > a]
-        return frames.codec.decode(np.concatenate(spans)) if spans else np.zeros((0, 0, 0, 3), np.uint8)
-
-    def prefetched(reader: ThreadPoolExecutor) -> Iterator[np.ndarray]:
-        pending = reader.submit(read, blocks[0]) if blocks else None
-        for i in range(len(blocks)):
-            batch = pending.result()
-            pending = reader.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
-            yield batch
-
     parts: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=1) as reader, target:
-        for block, emb in zip(blocks, embedder.embed_batches(prefetched(reader)), strict=True):
+    with target, closing(frame_batches(frames, blocks, readers)) as batches:
+        for block, emb in zip(blocks, embedder.embed_batches(batches), strict=True):
             summary.rows += len(emb)
             pos = 0
             for vid, a, b, last in block:
