@@ -39,7 +39,7 @@ import zarr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import extraction  # noqa: E402  (bench/extraction.py: corpus, forward rates, the Inception table)
 
-from instrec_pipeline.features.partition import _batches, frame_batches  # noqa: E402
+from instrec_pipeline.features.partition import batch_blocks, frame_batches  # noqa: E402
 from instrec_pipeline.features.visual import FrameEmbedder  # noqa: E402
 from instrec_pipeline.media.demux import demux, iter_frames  # noqa: E402
 from instrec_pipeline.parallel import demux_plan, frame_readers, usable_cores  # noqa: E402
@@ -146,7 +146,7 @@ def reading_rates(group: zarr.Group, batch_size: int) -> dict[int, float]:
     """Stored frames read and decoded per second by the embedding stage's readers (1, 2, 4 threads, up to
     the cores): what can feed the GPU, beside its Inception rate."""
     frames = Frames.read(group)
-    blocks = _batches(frames.array, frames.array.video_ids, batch_size)
+    blocks = batch_blocks(frames.array, frames.array.video_ids, batch_size)
     rates = {}
     for readers in sorted({min(n, usable_cores()) for n in (1, 2, 4)}):
         start = time.perf_counter()

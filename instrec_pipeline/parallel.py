@@ -87,9 +87,9 @@ def frame_readers(device_type: str, cores: int | None = None) -> int:
     """Threads reading and decoding stored frames ahead of the Inception forward.
 
     On the CPU one: the network's own streams use every core, and a second reader would only take cores
-    from them. On a GPU one per spare core, up to 4: a thread decodes ~5,000 JPEG frames/s (libjpeg-turbo
-    releases the GIL), one alone would cap a data-centre GPU's Inception rate, and each reads ahead one
-    batch (bounded memory).
+    from them. On a GPU one per spare core, up to 4: a thread decodes ~4,000–5,000 JPEG frames/s
+    (libjpeg-turbo releases the GIL), one alone would cap a data-centre GPU's Inception rate, and each
+    reads ahead one batch (bounded memory).
     """
     if device_type == "cpu":
         return 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from instrec_pipeline.features.logmel import CHOI, HAN, log_mel
-from instrec_pipeline.features.partition import _batches, embedding_params, embedding_partition
+from instrec_pipeline.features.partition import batch_blocks, embedding_params, embedding_partition
 from instrec_pipeline.features.visual import EMBEDDING_DIM, FrameEmbedder, load_inception
 from instrec_pipeline.media.demux import DemuxParams, demux
 from instrec_pipeline.store import FeatureStore, RaggedArray
@@ -260,7 +260,7 @@ def test_embedding_batches_are_full_across_video_boundaries(tmp_path: Path) -> N
     lengths = {"a": 60, "b": 60, "empty": 0, "c": 5, "d": 70}
     source = RaggedArray.open(FeatureStore(tmp_path).group("d", "t"), "x", (1,), "float32", {})
     source.append((vid, np.zeros((n, 1), np.float32)) for vid, n in lengths.items())
-    blocks = _batches(source, list(lengths), 32)
+    blocks = batch_blocks(source, list(lengths), 32)
     sizes = [sum(b - a for _, a, b, _ in block) for block in blocks]
     assert sizes == [32] * 6 + [195 - 6 * 32]
     spans = [span for block in blocks for span in block]

@@ -152,11 +152,11 @@ def logmel_partition(
     return target, _derive(source, target, compute, progress)
 
 
-#: A batch's worth of stored frame rows: ``(video, start, stop, last)`` spans (see :func:`_batches`).
+#: A batch's worth of stored frame rows: ``(video, start, stop, last)`` spans (see :func:`batch_blocks`).
 Block = list[tuple[str, int, int, bool]]
 
 
-def _batches(source: RaggedArray, video_ids: list[str], rows: int) -> list[Block]:
+def batch_blocks(source: RaggedArray, video_ids: list[str], rows: int) -> list[Block]:
     """The videos' rows cut into blocks of exactly ``rows`` rows (the last may be short), each a list of
     ``(video, start, stop, last)`` spans: a video is split where a block fills, so every inference batch
     is full (a short batch costs nearly a full one's time, and a change of batch shape re-plans the
@@ -246,7 +246,7 @@ def embedding_partition(
     todo = [v for v in source.video_ids if v not in target]
     if progress is not None:
         progress.total = len(todo)
-    blocks = _batches(source, todo, embedder.batch_size)
+    blocks = batch_blocks(source, todo, embedder.batch_size)
     parts: list[np.ndarray] = []
     with target, closing(frame_batches(frames, blocks, readers)) as batches:
         for block, emb in zip(blocks, embedder.embed_batches(batches), strict=True):
