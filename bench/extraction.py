@@ -13,7 +13,9 @@ c. embedding throughput inside the pipeline ÷ the bare model on ready batches, 
 d. end-to-end extraction ÷ a video_features-style baseline (OpenCV reading every frame, batch-1 CNN);
 e. cost per video with 10 vs 40 videos; peak RSS for a 30-s vs a 10-min video;
 f. ffmpeg threads per process vs processes per core, on 1 and 2 cores, projected to 16;
-g. training seconds per epoch, Choi, float32 vs bf16 autocast (synthetic log-mels);
+g. training seconds per epoch, Choi, float32 vs bf16 autocast (synthetic log-mels); and for splits past
+   the training budget (Choi; the video model), the share of the fit spent waiting for input, read
+   in-process vs by DataLoader workers;
 h. Inception v3 forward at batch 32: torch float32 / bf16 autocast / channels-last, torch.compile,
    OpenVINO float32 / bf16 (when installed), each with its worst cosine to float32 on real frames.
 
@@ -47,7 +49,9 @@ from instrec_pipeline.features.partition import demux_partition, embedding_parti
 from instrec_pipeline.features.visual import FrameEmbedder
 from instrec_pipeline.media.demux import DemuxParams, _Job, demux, demux_to_spool
 from instrec_pipeline.parallel import demux_plan, usable_cores
-from instrec_pipeline.store import FeatureStore
+from instrec_pipeline.store import FeatureStore, RaggedArray
+from instrec_pipeline.training.data import SplitData, StoredRows
+from instrec_pipeline.training.loop import FitResult
 
 PARAMS = DemuxParams(sample_rates=(12000, 22050))
 WORKERS = 2
@@ -256,7 +260,9 @@ from pathlib import Path
 import pandas as pd
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
-from instrec_pipeline.store import FeatureStore
+from instrec_pipeline.store import FeatureStore, RaggedArray
+from instrec_pipeline.training.data import SplitData, StoredRows
+from instrec_pipeline.training.loop import FitResult
 from instrec_pipeline.features.visual import FrameEmbedder
 from instrec_pipeline.media.demux import DemuxParams
 from instrec_pipeline.features.partition import demux_partition
@@ -342,7 +348,6 @@ def threading_table(paths: list[Path], seconds: float, out: Path, repeats: int =
 def choi_epoch_seconds(precision: str, train_videos: int, val_videos: int) -> float:
     """Seconds per epoch (training and validation) of Choi on synthetic 1400-frame log-mels."""
     from instrec_pipeline.training.audio import AudioTrainConfig, train_audio
-    from instrec_pipeline.training.data import SplitData
 
     def split(n: int, seed: int) -> SplitData:
         rng = np.random.default_rng(seed)
@@ -370,6 +375,57 @@ def training_precision(train_videos: int = 16, val_videos: int = 8, repeats: int
     print(f"g. training, Choi, CPU: float32 {fp32:.1f} s/epoch, bf16 autocast {bf16:.1f} s/epoch → "
           f"{fp32 / bf16:.2f}× ({train_videos} train + {val_videos} val videos of 1400×96 log-mels, "
           f"UC segments; median of {repeats}; {load()}){units}")  # fmt: skip
+
+
+def stored_split(root: Path, name: str, n: int, row_shape: tuple[int, ...], rows: int) -> SplitData:
+    """``n`` videos of ``rows`` synthetic rows (4 classes) written to a store under ``root`` and read back on
+    demand, as training reads extracted ones; ``name`` is the modality (``audio`` or ``frames``)."""
+    rng, labels = np.random.default_rng(0), np.arange(n) % 4
+    group = FeatureStore(root).group("bench", f"{name}{n}")
+    with RaggedArray.open(group, name, row_shape, "float32", {}) as arr:
+        for i, y in enumerate(labels):
+            arr.append_stream(f"v{i}", [(rng.normal(size=(rows, *row_shape)) + 0.1 * y).astype(np.float32)])
+    ids = [f"v{i}" for i in range(n)]
+    return SplitData(ids, labels, **{name: StoredRows(RaggedArray.read(group, name), set(ids))})
+
+
+def streaming_input(
+    out: Path, device: torch.device, workers: tuple[int, ...] = (0, 2), epochs: int = 3, quick: bool = False
+) -> dict[str, dict[int, dict[str, float]]]:
+    """g. Splits past the training budget, read from a store: seconds per epoch and the share of the fit
+    spent waiting for input, reading in-process vs in DataLoader workers (spawned, kept across epochs).
+    Videos of 3 min, FCVID's mean: Choi 24 × 8,500 log-mel frames (78 MB), the video model 96 × 180
+    embeddings (141 MB), past a 32-MB budget; ``quick``: 4 and 8 videos past 4 MB."""
+    from instrec_pipeline.training.audio import AudioTrainConfig, train_audio
+    from instrec_pipeline.training.video import VideoTrainConfig, train_video
+
+    n_audio, n_frames = (4, 8) if quick else (24, 96)
+    common = {"max_epochs": epochs, "patience": epochs, "stream_budget_bytes": (4 if quick else 32) << 20}
+    figures: dict[str, dict[int, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        root = Path(tmp)
+        audio = [stored_split(root, "audio", n, (CHOI.n_mels,), t) for n, t in ((n_audio, 8500), (8, 1400))]
+        frames = [stored_split(root, "frames", n, (2048,), t) for n, t in ((n_frames, 180), (8, 60))]
+
+        def choi(w: int) -> FitResult:
+            cfg = AudioTrainConfig(model="choi", loader_workers=w, **common)
+            return train_audio(*audio, 4, cfg, device)[1]
+
+        def video(w: int) -> FitResult:
+            cfg = VideoTrainConfig(lr_search=(), loader_workers=w, **common)
+            return train_video(*frames, 4, cfg, device)[2]
+
+        for title, train in (("Choi", choi), ("video model", video)):
+            cells = figures[title] = {}
+            for w in workers:
+                fit = train(w)
+                cells[w] = {"s_per_epoch": fit.seconds / fit.epochs_run,
+                            "input_share": fit.input_seconds / fit.seconds}  # fmt: skip
+            rows = [f"{w} workers {c['s_per_epoch']:.2f} s/epoch, waiting for input "
+                    f"{100 * c['input_share']:.0f} %" for w, c in cells.items()]  # fmt: skip
+            print(f"   {title}, past its budget ({epochs} epochs on {device.type}, {fit.precision}; "
+                  f"the workers' start included): " + "; ".join(rows))  # fmt: skip
+    return figures
 
 
 # -- h. Inception forward: precision, layout, compiler, runtime ---------------------------------------
@@ -547,6 +603,7 @@ def main() -> None:
         threading_table(paths[:4], args.seconds, out)
     if "g" in only:
         training_precision()
+        streaming_input(out, torch.device("cpu"))
     if "h" in only:
         real = demux(paths[0], replace(PARAMS, sample_rates=())).frames[: args.batch_size]
         torch_fp32 = FrameEmbedder("random", embedder.device.type, args.batch_size)  # same weights, plain

@@ -440,7 +440,7 @@ def train_child(root: str, dataset: str, model: str) -> None:
     print(json.dumps({
         "import_rss_mb": floor / 1024, "peak_rss_mb": _status_kb("VmHWM") / 1024, "tree_pss_mb": tree / 2**20,
         "seconds": wall, "fit_seconds": meta["seconds"], "epochs": meta["epochs_run"],
-        "budget_mb": cfg.stream_budget_bytes / 2**20, "workers": cfg.loader_workers,
+        "budget_mb": cfg.stream_budget_bytes / 2**20, "workers": cfg.workers(device),
     }))  # fmt: skip
 
 

@@ -154,6 +154,20 @@ def test_frame_readers_leave_the_cpu_to_the_network_and_feed_a_gpu() -> None:
     assert [frame_readers("cuda", cores) for cores in (1, 2, 3, 16)] == [1, 1, 2, 4]
 
 
+def test_loader_workers_stay_off_the_cpu_and_feed_a_gpu() -> None:
+    """No DataLoader process on the CPU (reading is ~1 % of a step there; workers take the model's cores);
+    beside a GPU one per spare core, up to 4. A setting overrides either."""
+    import torch
+
+    from instrec_pipeline.parallel import loader_workers
+    from instrec_pipeline.training.loop import TrainSettings
+
+    assert [loader_workers("cpu", cores) for cores in (1, 2, 16)] == [0, 0, 0]
+    assert [loader_workers("cuda", cores) for cores in (1, 2, 3, 16)] == [0, 1, 2, 4]
+    assert TrainSettings().workers(torch.device("cpu")) == 0
+    assert TrainSettings(loader_workers=3).workers(torch.device("cpu")) == 3
+
+
 def test_the_frames_decoder_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from instrec_pipeline.media import torchcodec_frames
 

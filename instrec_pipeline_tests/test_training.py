@@ -292,3 +292,30 @@ def test_cpu_bf16_training_learns_and_records_its_precision(tmp_path, monkeypatc
     model, norm, meta = load_video(layout, "toy", cpu, tag="bf16/")
     assert meta["precision"] == "bf16"
     assert (video_probs(model, val, norm, 3, cpu).argmax(1) == val.labels).mean() == 1.0
+
+
+def test_fit_counts_the_seconds_its_steps_wait_for_input() -> None:
+    """Issue #12: what the loop waited for its batches is measured apart from the steps (an input-bound
+    run shows it in its metadata), and only that: a fast input counts next to nothing."""
+    import time
+
+    from instrec_pipeline.training.loop import TrainSettings, fit
+
+    x, y = torch.randn(8, 4), torch.tensor([0, 1] * 4)
+
+    def run(delay: float) -> tuple[float, float]:
+        def batches(_: int):  # noqa: ANN202
+            for _ in range(5):
+                time.sleep(delay)
+                yield x, y
+
+        model = torch.nn.Linear(4, 2)
+        res = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches,
+                  lambda m: (y.numpy(), torch.softmax(m(x), 1).detach().numpy()),
+                  TrainSettings(max_epochs=3, patience=5, precision="fp32"), y.numpy(), 2)  # fmt: skip
+        return res.input_seconds, res.seconds
+
+    slow, total = run(0.02)
+    assert 15 * 0.02 <= slow <= total
+    fast, _ = run(0.0)
+    assert fast < 0.02

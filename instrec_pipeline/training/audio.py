@@ -191,7 +191,7 @@ def train_audio(
     stream = BlockStream(
         train.audio, ids, partial(crops_of, cfg=cfg),
         cost=lambda v: max(crop_bytes, nbytes(train.audio, v, cfg.mel.n_mels * 4)),
-        budget=cfg.stream_budget_bytes, workers=cfg.loader_workers,
+        budget=cfg.stream_budget_bytes, workers=cfg.workers(device),
     )  # fmt: skip
     model = build_model(cfg, n_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from torch import nn
 from instrec_pipeline.evaluation.metrics import hit_at_k
 from instrec_pipeline.evaluation.multilabel import pr_auc_macro
 from instrec_pipeline.features.visual import resolve_precision
+from instrec_pipeline.parallel import loader_workers
 from instrec_pipeline.store.atomic import atomic_write
 
 Batch = tuple[Any, torch.Tensor]
@@ -65,6 +67,21 @@ class FitResult:
     tuning: dict[str, float] = field(default_factory=dict)
     #: The arithmetic the model was trained and validated in (``settings.precision`` resolved): fp32 | bf16.
     precision: str = "fp32"
+    #: Of ``seconds``, those the training steps waited for their next batch (reading, cropping, the
+    #: DataLoader workers): near zero when the input keeps the model busy, most of it when reading binds.
+    input_seconds: float = 0.0
+
+
+def _waited(items: Iterable[Batch], result: FitResult) -> Iterator[Batch]:
+    """``items``, adding the time spent waiting for each to ``result.input_seconds``."""
+    it = iter(items)
+    while True:
+        start = time.perf_counter()
+        item = next(it, None)
+        result.input_seconds += time.perf_counter() - start
+        if item is None:
+            return
+        yield item
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,9 @@ class TrainSettings:
     multilabel: bool = False  # sigmoid + BCE: the dataset's setting, not a tuning knob
     seed: int = 0
     stream_budget_bytes: int = 512 << 20  # training's shuffle window: peak memory, whatever the dataset
-    loader_workers: int = 2  # DataLoader processes reading the next blocks (when the split exceeds it)
+    #: DataLoader processes reading the next blocks when the split exceeds the budget; ``None``: as many as
+    #: pay on the device (``parallel.loader_workers``: none on the CPU, up to 4 beside a GPU).
+    loader_workers: int | None = None
     #: auto | fp32 | bf16. bf16 autocast (weights, optimiser and loss stay float32) where it pays: ``auto``
     #: picks it on CUDA and on CPUs with bf16 units, as for the embeddings (``resolve_precision``); fp32
     #: runs exactly the float32 arithmetic of before.
@@ -85,6 +104,10 @@ class TrainSettings:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def workers(self, device: torch.device) -> int:
+        """``loader_workers``, or the device's default when unset."""
+        return loader_workers(device.type) if self.loader_workers is None else self.loader_workers
 
 
 def fit(
@@ -109,8 +132,6 @@ def fit(
     weights are loaded back into ``model`` at the end. Training steps and ``validate`` run under bf16
     autocast when ``settings.precision`` resolves to bf16 (recorded in the result's ``precision``).
     """
-    import time
-
     start = time.perf_counter()
     multilabel = settings.multilabel
     device = next(model.parameters()).device
@@ -132,7 +153,7 @@ def fit(
     for epoch in range(settings.max_epochs):
         model.train()
         losses = []
-        for inputs, labels in train_batches(epoch):
+        for inputs, labels in _waited(train_batches(epoch), result):
             optimizer.zero_grad(set_to_none=True)
             with autocast():
                 loss = loss_fn(forward(model, inputs).float(), labels)

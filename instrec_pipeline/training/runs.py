@@ -53,6 +53,7 @@ def _meta(classes: list[str], cfg: dict[str, Any], fit: FitResult, n_train: int)
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
         "seconds": fit.seconds,
+        "input_seconds": fit.input_seconds,
         "precision": fit.precision,  # what ``config["precision"]`` resolved to on the device trained on
         "n_train_videos": n_train,
         **({"tuning": fit.tuning} if fit.tuning else {}),

@@ -198,7 +198,7 @@ def _train_video(
     row_bytes = EMBEDDING_DIM * 4
     stream = BlockStream(
         train.frames, ids, norm, lambda v: nbytes(train.frames, v, row_bytes),
-        cfg.stream_budget_bytes, cfg.loader_workers,
+        cfg.stream_budget_bytes, cfg.workers(device),
     )  # fmt: skip
     y_all = train.labels_for(ids)
     model = build_video(cfg, n_classes).to(device)
