@@ -73,8 +73,9 @@ bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/extraction.py
 
-# The GPU figures in one command (bench/gpu.sh; 4-8 min on a lent H200, wheels carried). Here, without a
-# GPU, its quick CPU mode: every GPU part says it was skipped, in about a minute (what CI checks).
+# The GPU figures in one command (bench/gpu.sh; an estimated 5-9 min on a lent H200, packages carried).
+# Here, without a GPU, its quick CPU mode: every GPU part says it was skipped, in about a minute (what CI
+# checks).
 bench-gpu: setup
 	bash bench/gpu.sh --quick
 

@@ -9,7 +9,10 @@
    of ``bench/extraction.py``, reused);
 3. end-to-end: the pipeline's extraction (demux → store → log-mel → embeddings) per video, CUDA bf16, and
    how fast the embedding stage's reader threads (``frame_readers``) decode stored frames for the GPU;
-4. the FCVID / YouTube-8M projection of ``bench/scale.py`` with the measured Inception rate in place of
+4. training input: seconds per epoch and the share spent waiting for input when a split exceeds the
+   training budget, read in-process vs by DataLoader workers (what ``parallel.loader_workers`` sets
+   beside a GPU; section g of ``bench/extraction.py``, reused);
+5. the FCVID / YouTube-8M projection of ``bench/scale.py`` with the measured Inception rate in place of
    its assumed one (it needs the scale run's ``scale.json`` and Dagster: where they are missing, the
    figures go to ``gpu.json`` and ``--projection`` computes it on a machine that has them).
 
@@ -176,22 +179,22 @@ def end_to_end(paths: list[Path], embedder: FrameEmbedder, work: Path) -> dict[s
 
 
 def projection(figures: dict[str, Any], scale_json: Path) -> None:
-    """4. ``bench/scale.py``'s projection with the measured Inception rate instead of the assumed one."""
+    """5. ``bench/scale.py``'s projection with the measured Inception rate instead of the assumed one."""
     if not scale_json.exists():
-        skipped("4. projection", f"no {scale_json} (run `make bench-scale` on the CPU machine first)")
+        skipped("5. projection", f"no {scale_json} (run `make bench-scale` on the CPU machine first)")
         return
     fps = figures.get("inception_best_fps")
     if not fps:
-        skipped("4. projection", "no GPU Inception rate measured")
+        skipped("5. projection", "no GPU Inception rate measured")
         return
     try:
         import scale  # bench/scale.py
 
         scale.ASSUMED_GPU_FPS = fps  # the one assumption a GPU run replaces
-        print(f"4. projection with the measured {fps:,.0f} frames/s ({figures.get('inception_best', '')}):")
+        print(f"5. projection with the measured {fps:,.0f} frames/s ({figures.get('inception_best', '')}):")
         scale.projection(json.loads(scale_json.read_text()))
     except ImportError as exc:
-        skipped("4. projection", f"{exc} here: run `python bench/gpu.py --projection <gpu.json>` where it is")
+        skipped("5. projection", f"{exc} here: run `python bench/gpu.py --projection <gpu.json>` where it is")
 
 
 def main() -> None:
@@ -239,6 +242,10 @@ def main() -> None:
         figures["inception_best_fps"] = rates[best[0]][best[1]]
     if paths:
         figures["end_to_end"] = end_to_end(paths, embedder, out)
+    train_on = torch.device("cuda" if cuda else "cpu")
+    print(f"4. training input ({extraction.load()})")
+    workers, epochs = ((0, 1), 2) if args.quick else ((0, 2, 4), 3)
+    figures["training_input"] = extraction.streaming_input(out, train_on, workers, epochs, quick=args.quick)
     (out / "gpu.json").write_text(json.dumps(figures, indent=1, default=float))
     print(f"   figures: {out / 'gpu.json'}")
     projection(figures, Path(args.scale_json))
