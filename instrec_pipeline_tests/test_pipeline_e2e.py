@@ -199,7 +199,8 @@ def test_finetuning_inception_feeds_the_video_model(
 def test_extraction_reports_progress_and_plottable_figures(
     materialised: tuple[Layout, DagsterInstance],
 ) -> None:
-    """Long steps log done/total, rate and ETA; their metadata carries numbers the UI plots over runs."""
+    """Long steps log done/total, rate and ETA; their metadata carries numbers the UI plots over runs, and
+    each model's the share of its training spent waiting for input."""
     from dagster import AssetKey
 
     _, instance = materialised
@@ -211,6 +212,9 @@ def test_extraction_reports_progress_and_plottable_figures(
         assert meta["dagster/row_count"].value > 0
     logs = [e.user_message for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
     assert any("videos/s" in m and "demux tiny|" in m for m in logs), "no progress line in the run's logs"
+    for name in ("audio_model_choi", "video_model"):  # how long training waited for its input, of its time
+        meta = instance.get_latest_materialization_event(AssetKey(name)).asset_materialization.metadata
+        assert 0 <= meta["input_wait_seconds"].value <= meta["train_seconds"].value, name
 
 
 def test_predict_cli_says_what_is_wrong_per_file(

@@ -92,7 +92,7 @@ def _training_metadata(meta: dict) -> dict[str, object]:
         "best_epoch": meta["best_epoch"],
         "train_seconds": round(meta["seconds"], 1),
         # Of those, waiting for input: a large share says reading binds (more loader_workers), not the model.
-        **({"input_wait_seconds": round(meta["input_seconds"], 1)} if "input_seconds" in meta else {}),
+        **({"input_wait_seconds": round(meta["input_seconds"], 2)} if "input_seconds" in meta else {}),
         "precision": meta.get("precision", "fp32"),
         "train_videos": meta["n_train_videos"],
         f"best_{metric}": max(hist[metric]),
