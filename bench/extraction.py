@@ -260,9 +260,7 @@ from pathlib import Path
 import pandas as pd
 from instrec_pipeline.features.logmel import MEL_INPUTS
 from instrec_pipeline.features.partition import embedding_partition, logmel_partition
-from instrec_pipeline.store import FeatureStore, RaggedArray
-from instrec_pipeline.training.data import SplitData, StoredRows
-from instrec_pipeline.training.loop import FitResult
+from instrec_pipeline.store import FeatureStore
 from instrec_pipeline.features.visual import FrameEmbedder
 from instrec_pipeline.media.demux import DemuxParams
 from instrec_pipeline.features.partition import demux_partition

@@ -91,9 +91,7 @@ def frame_readers(device_type: str, cores: int | None = None) -> int:
     (libjpeg-turbo releases the GIL), one alone would cap a data-centre GPU's Inception rate, and each
     reads ahead one batch (bounded memory).
     """
-    if device_type == "cpu":
-        return 1
-    return max(1, min(4, (cores or usable_cores()) - 1))
+    return 1 if device_type == "cpu" else max(1, _spare_cores(cores))
 
 
 def loader_workers(device_type: str, cores: int | None = None) -> int:
@@ -105,6 +103,9 @@ def loader_workers(device_type: str, cores: int | None = None) -> int:
     16-MB block crosses a process boundary). On a GPU the model runs far faster than one process reads: one
     worker per spare core, up to 4.
     """
-    if device_type == "cpu":
-        return 0
-    return max(0, min(4, (cores or usable_cores()) - 1))
+    return 0 if device_type == "cpu" else _spare_cores(cores)
+
+
+def _spare_cores(cores: int | None, most: int = 4) -> int:
+    """Cores beside the one driving a GPU, at most ``most``: for threads or processes that feed it."""
+    return max(0, min(most, (cores or usable_cores()) - 1))
